@@ -1,0 +1,42 @@
+# One entry point for set-up, the main job and the tests.
+#   make demo   - set up (if needed) and pose the open body model into outputs/open_body.png
+#   make test   - set up (if needed) and run the test suite (offline, ~minutes on 2 cores)
+# The CPU install path pins torch==2.13.0 (a light CPU wheel); see README "Installing".
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH_CPU ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-slow lint build-model clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_CPU)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/spin-show-body --out outputs/open_body.png
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,build-model]"
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check spin tests tools
+	$(VENV)/bin/ruff format --check spin tests tools
+
+build-model: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[build-model]"
+	$(PY) tools/build_open_body_model.py --variant all
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

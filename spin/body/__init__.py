@@ -1,0 +1,1 @@
+"""Body models: loading, the stateless layer, joint conventions and bundled assets."""

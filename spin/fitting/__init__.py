@@ -1,0 +1,1 @@
+"""SMPLify model fitting (pending: see the SMPLify issue)."""

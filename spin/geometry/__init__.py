@@ -1,0 +1,1 @@
+"""Rotations, cameras, projection and Procrustes alignment."""

@@ -1,0 +1,1 @@
+"""HMR regressor (pending: see the training-loop issue)."""
