@@ -618,8 +618,9 @@ def build(variants: list, num_samples: int, seed: int, out_dir: Path) -> dict:
     recon = template[None] + np.einsum("vdk,sk->svd", directions, betas[fit])
     j_regressor, joint_error = fit_point_regressor(full.vertices[fit], full.joints[fit], template)
     joint_error_recon = float(
-        np.linalg.norm(np.einsum("jv,svd->sjd", j_regressor, recon) - full.joints[fit], axis=-1)
-        .mean()
+        np.linalg.norm(
+            np.einsum("jv,svd->sjd", j_regressor, recon) - full.joints[fit], axis=-1
+        ).mean()
     )
     # COCO rows: anny's, except the eye rows (weighted on the removed eyeballs) refitted to the
     # eye keypoints of the same shapes with eyes.

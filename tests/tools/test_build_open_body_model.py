@@ -26,8 +26,13 @@ pytestmark = pytest.mark.slow
 )
 def test_lite_rebuild_equals_committed_file(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "build_open_body_model.py"), "--lite",
-         "--out-dir", str(tmp_path)],
+        [
+            sys.executable,
+            str(REPO / "tools" / "build_open_body_model.py"),
+            "--lite",
+            "--out-dir",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
     )
