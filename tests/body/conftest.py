@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+import smplx
+import torch
 
 from spin.body.joint_conventions import SMPL_OUTPUT_VERTEX_JOINTS
 from spin.body.model_data import BodyModelData
@@ -50,3 +52,28 @@ def make_toy_model_data(seed=0, num_vertices=60, num_faces=40, num_betas=10, **o
 @pytest.fixture
 def toy_model_data():
     return make_toy_model_data()
+
+
+def smplx_reference(data, dtype=torch.float32):
+    """smplx.SMPL built from the same arrays (see ENVIRONMENT.md, "smplx traps")."""
+    shapedirs = data.shapedirs
+    if data.num_betas != 10:  # smplx caps betas at 10 unless there are 300 columns
+        shapedirs = np.concatenate(
+            [shapedirs, np.zeros((*shapedirs.shape[:2], 300 - data.num_betas))], axis=2
+        )
+    struct = smplx.utils.Struct(
+        v_template=data.v_template,
+        f=data.faces,
+        shapedirs=shapedirs,
+        posedirs=data.posedirs,
+        J_regressor=data.J_regressor,
+        weights=data.lbs_weights,
+        kintree_table=np.stack([data.parents, np.arange(24)]),
+    )
+    return smplx.SMPL(
+        model_path="",
+        data_struct=struct,
+        vertex_ids=data.vertex_ids,
+        num_betas=data.num_betas,
+        dtype=dtype,
+    )

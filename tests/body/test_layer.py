@@ -2,37 +2,11 @@ import dataclasses
 
 import numpy as np
 import pytest
-import smplx
 import torch
 
 from spin.body import BodyModel
 from spin.body.joint_conventions import SPIN49_FROM_SMPL_OUTPUT, SPIN_49, SPIN_VERTEX_JOINTS
-from tests.body.conftest import make_toy_model_data
-
-
-def smplx_reference(data, dtype=torch.float32):
-    """smplx.SMPL built from the same arrays (see ENVIRONMENT.md, "smplx traps")."""
-    shapedirs = data.shapedirs
-    if data.num_betas != 10:  # smplx caps betas at 10 unless there are 300 columns
-        shapedirs = np.concatenate(
-            [shapedirs, np.zeros((*shapedirs.shape[:2], 300 - data.num_betas))], axis=2
-        )
-    struct = smplx.utils.Struct(
-        v_template=data.v_template,
-        f=data.faces,
-        shapedirs=shapedirs,
-        posedirs=data.posedirs,
-        J_regressor=data.J_regressor,
-        weights=data.lbs_weights,
-        kintree_table=np.stack([data.parents, np.arange(24)]),
-    )
-    return smplx.SMPL(
-        model_path="",
-        data_struct=struct,
-        vertex_ids=data.vertex_ids,
-        num_betas=data.num_betas,
-        dtype=dtype,
-    )
+from tests.body.conftest import make_toy_model_data, smplx_reference
 
 
 def random_params(batch, num_betas, dtype=torch.float32, seed=0):

@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import pytest
-import smplx
 import torch
 
 from spin.body import load_body_model
 from spin.body.joint_conventions import H36M_17, SMPL_24, SPIN_49
+from tests.body.conftest import smplx_reference
 
 MODELS = ["open", "open-lite"]
 # Golden values of the committed assets: a change here means the bundled model changed.
@@ -158,26 +158,8 @@ def test_side_keypoints_are_where_they_belong(model):
 
 def test_matches_smplx_on_the_bundled_model(model):
     data = model.data
-    num_betas = data.shapedirs.shape[-1]
-    shapedirs = np.concatenate(
-        [data.shapedirs, np.zeros(data.shapedirs.shape[:2] + (300 - num_betas,))], axis=-1
-    )
-    struct = smplx.utils.Struct(
-        v_template=data.v_template,
-        shapedirs=shapedirs,
-        posedirs=data.posedirs,
-        J_regressor=data.J_regressor,
-        weights=data.lbs_weights,
-        kintree_table=np.stack([data.parents, np.arange(24)]),
-        f=data.faces,
-    )
-    reference = smplx.SMPL(
-        model_path="unused",
-        data_struct=struct,
-        num_betas=num_betas,
-        vertex_ids=dict(data.vertex_ids),
-        dtype=torch.float64,
-    )
+    num_betas = data.num_betas
+    reference = smplx_reference(data, dtype=torch.float64)
     generator = torch.Generator().manual_seed(0)
     pose = 0.4 * torch.randn(3, 72, generator=generator, dtype=torch.float64)
     betas = torch.randn(3, num_betas, generator=generator, dtype=torch.float64)
