@@ -1,0 +1,126 @@
+"""SMPLify's objective as pure functions over tensors.
+
+Every function returns per-sample (or per-joint) values, never a batch sum, so that the
+fitter can report the loss of each sample (the fits cache compares them) and optimise their
+sum. Each also has a *residual* form ``r`` with ``sum(r ** 2) == loss`` used by the
+Gauss-Newton / Levenberg-Marquardt optimiser of the fast mode.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ANGLE_PRIOR_JOINTS",
+    "angle_prior",
+    "angle_prior_residuals",
+    "camera_depth_loss",
+    "gmof",
+    "gmof_residuals",
+    "reprojection_loss",
+    "reprojection_residuals",
+    "shape_prior",
+    "torso_camera_loss",
+    "torso_camera_residuals",
+]
+
+#: (index into the 69 body-pose values, sign) of the elbow and knee bend angles: positive
+#: ``exp(sign * theta)`` grows when the joint bends the wrong way (left elbow y, right elbow y,
+#: left knee x, right knee x in SMPL's axes).
+ANGLE_PRIOR_JOINTS: tuple[tuple[int, float], ...] = ((52, 1.0), (55, -1.0), (9, -1.0), (12, -1.0))
+
+
+def gmof(residuals: Tensor, sigma: float) -> Tensor:
+    """Geman-McClure robust penalty ``sigma^2 r^2 / (sigma^2 + r^2)``, elementwise.
+
+    Args:
+        residuals: any shape, same unit as ``sigma`` (pixels for reprojection).
+        sigma: scale of the robustifier; residuals much larger than it cost ~``sigma^2``.
+    """
+    squared = residuals**2
+    return sigma**2 * squared / (sigma**2 + squared)
+
+
+def gmof_residuals(residuals: Tensor, sigma: float) -> Tensor:
+    """``r'`` with ``r'^2 == gmof(r, sigma)`` and the sign of ``r`` (smooth at 0)."""
+    return sigma * residuals / torch.sqrt(sigma**2 + residuals**2)
+
+
+def reprojection_loss(
+    projected: Tensor, keypoints: Tensor, confidences: Tensor, sigma: float
+) -> Tensor:
+    """SMPLify's robust reprojection term per joint: ``conf^2 * sum_xy gmof(projected - kp)``.
+
+    Args:
+        projected: ``(B, J, 2)`` model joints projected to pixels.
+        keypoints: ``(B, J, 2)`` observed 2D keypoints in pixels.
+        confidences: ``(B, J)`` keypoint confidences (0 ignores a joint).
+        sigma: GMoF scale in pixels.
+
+    Returns:
+        ``(B, J)`` per-joint losses; their sum over joints is the sample's reprojection loss.
+    """
+    return confidences**2 * gmof(projected - keypoints, sigma).sum(dim=-1)
+
+
+def reprojection_residuals(
+    projected: Tensor, keypoints: Tensor, confidences: Tensor, sigma: float
+) -> Tensor:
+    """``(B, 2J)`` residuals whose squares sum to :func:`reprojection_loss` over joints."""
+    robust = gmof_residuals(projected - keypoints, sigma) * confidences[..., None]
+    return robust.flatten(start_dim=-2)
+
+
+def angle_prior(body_pose_rotvecs: Tensor) -> Tensor:
+    """Penalty on elbows and knees bending the wrong way: ``sum exp(sign * theta)^2``.
+
+    Args:
+        body_pose_rotvecs: ``(B, 69)`` axis-angle of the 23 body joints (no global orientation).
+
+    Returns:
+        ``(B,)`` unweighted prior (SPIN weighs it by 15.2^2).
+    """
+    return (angle_prior_residuals(body_pose_rotvecs) ** 2).sum(dim=-1)
+
+
+def angle_prior_residuals(body_pose_rotvecs: Tensor) -> Tensor:
+    """``(B, 4)`` residuals ``exp(sign * theta)`` of :func:`angle_prior`."""
+    index = [i for i, _ in ANGLE_PRIOR_JOINTS]
+    signs = body_pose_rotvecs.new_tensor([s for _, s in ANGLE_PRIOR_JOINTS])
+    return torch.exp(body_pose_rotvecs[..., index] * signs)
+
+
+def shape_prior(betas: Tensor) -> Tensor:
+    """``(B,)`` squared norm of ``betas`` ``(B, NB)`` (SPIN weighs it by 5^2)."""
+    return (betas**2).sum(dim=-1)
+
+
+def camera_depth_loss(cam_t: Tensor, initial_cam_t: Tensor) -> Tensor:
+    """``(B,)`` squared change of the camera depth ``(tz - tz_init)^2`` (weighted by 100^2).
+
+    Args:
+        cam_t: ``(B, 3)`` current camera translation; initial_cam_t: ``(B, 3)`` its start.
+    """
+    return (cam_t[..., 2] - initial_cam_t[..., 2]) ** 2
+
+
+def torso_camera_loss(
+    projected: Tensor, keypoints: Tensor, confidences: Tensor, torso_joints: list[int]
+) -> Tensor:
+    """``(B,)`` plain squared reprojection error of the torso joints (camera stage).
+
+    Args:
+        projected, keypoints: ``(B, J, 2)`` pixels; confidences: ``(B, J)``.
+        torso_joints: indices of the shoulders and hips used to place the camera.
+    """
+    return (torso_camera_residuals(projected, keypoints, confidences, torso_joints) ** 2).sum(-1)
+
+
+def torso_camera_residuals(
+    projected: Tensor, keypoints: Tensor, confidences: Tensor, torso_joints: list[int]
+) -> Tensor:
+    """``(B, 2T)`` residuals of :func:`torso_camera_loss` (weighted by confidence > 0)."""
+    diff = projected[..., torso_joints, :] - keypoints[..., torso_joints, :]
+    visible = (confidences[..., torso_joints] > 0).to(diff.dtype)
+    return (diff * visible[..., None]).flatten(start_dim=-2)
