@@ -33,7 +33,8 @@ NPZ key format (the bundled files follow it; :func:`save_body_model_data` writes
 Pickles are read with a restricted unpickler: only numpy array pieces, scipy
 sparse matrices, chumpy arrays (read into a stand-in that keeps their value) and
 ``set``/``frozenset`` are allowed; anything else raises :class:`UnsafeModelFileError`
-without running it.
+without running it. :func:`safe_load_pickle` exposes the same unpickler for other
+data pickles (e.g. 3DPW's sequence files), by default allowing numpy arrays only.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ __all__ = [
     "load_body_model_data",
     "model_data_from_arrays",
     "read_model_file",
+    "safe_load_pickle",
     "save_body_model_data",
 ]
 
@@ -151,15 +153,33 @@ _SPARSE_CLASSES = (
 )
 
 
+_SET_CLASSES = {
+    (module, name) for module in ("builtins", "__builtin__") for name in ("set", "frozenset")
+}
+
+
 class _ModelUnpickler(pickle.Unpickler):
+    """Restricted unpickler. With ``allow_model_objects`` it also admits what SMPL model
+    files hold (scipy sparse matrices, chumpy arrays, sets); without, numpy arrays only."""
+
     _allowed = _numpy_helpers()
 
-    def __init__(self, file, path: Path) -> None:
+    def __init__(self, file, path: Path, allow_model_objects: bool = True) -> None:
         super().__init__(file, encoding="latin1")
         self._path = path
+        self._allow_model_objects = allow_model_objects
         self._chumpy_classes: dict[str, type] = {}
 
     def find_class(self, module: str, name: str):
+        if not self._allow_model_objects:
+            if (module, name) in self._allowed and (module, name) not in _SET_CLASSES:
+                return self._allowed[(module, name)]
+            raise UnsafeModelFileError(
+                f"refusing to load {self._path}: it asks for the Python object "
+                f"{module}.{name}, which a data pickle of numpy arrays, lists, dicts and "
+                "strings has no reason to contain (it could run code). Check where the "
+                "file comes from; nothing in it was run."
+            )
         if (module, name) in self._allowed:
             return self._allowed[(module, name)]
         # Old and new private module paths (scipy.sparse.csc, scipy.sparse._csc, ...).
@@ -197,9 +217,25 @@ def _to_array(value) -> np.ndarray:
     return np.asarray(value)
 
 
-def _read_pickle(path: Path) -> dict[str, np.ndarray]:
+def safe_load_pickle(path: str | os.PathLike, allow_chumpy: bool = False):
+    """Unpickle a file without running anything it asks for.
+
+    Python-2 pickles are read with ``encoding="latin1"`` (their byte strings become
+    ``str``, as numpy expects). Only numpy array and scalar reconstruction is
+    allowed; ``allow_chumpy`` also admits the objects of SMPL model files (chumpy
+    arrays as stand-ins, scipy sparse matrices, sets). Lists, dicts, tuples,
+    strings and numbers need no permission.
+
+    Raises:
+        UnsafeModelFileError: the pickle asks for any other Python object.
+    """
+    path = Path(path)
     with open(path, "rb") as f:
-        content = _ModelUnpickler(f, path).load()
+        return _ModelUnpickler(f, path, allow_model_objects=allow_chumpy).load()
+
+
+def _read_pickle(path: Path) -> dict[str, np.ndarray]:
+    content = safe_load_pickle(path, allow_chumpy=True)
     if not isinstance(content, dict):
         raise ValueError(
             f"{path} holds a {type(content).__name__}, not the dict of arrays an SMPL "
