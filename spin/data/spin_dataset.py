@@ -1,0 +1,507 @@
+"""A dataset over SPIN's preprocessed ``.npz`` format plus an image folder.
+
+Per sample (arrays of length N in the ``.npz``):
+
+===============  ============  ==============================================================
+key              shape         meaning
+===============  ============  ==============================================================
+``imgname``      (N,) str      image path relative to the image folder (required)
+``center``       (N, 2)        person box centre in pixels (required)
+``scale``        (N,)          box side / 200 (required)
+``part``         (N, 24, 3)    SPIN's 24 ground-truth joints: x, y (pixels), visibility
+``openpose``     (N, 25, 3)    OpenPose BODY_25 detections: x, y (pixels), confidence
+``S``            (N, 24, 4)    3D ground-truth joints (metres, camera frame) + confidence
+``pose``         (N, 72)       SMPL axis-angle pose, global orientation in the camera frame
+``shape``        (N, 10)       SMPL betas
+``has_smpl``     (N,)          1 where ``pose``/``shape`` are ground truth
+``gender``       (N,) str      'm', 'f', 'n' or empty
+``intrinsics``   (N, 3, 3)     full-image camera (spin-hmr addition)
+``transl``       (N, 3)        SMPL translation in the camera frame (spin-hmr addition)
+===============  ============  ==============================================================
+
+Only the first three are required; an absent ``part``/``openpose``/``S``/``pose``
+reads as zeros with zero confidence (as SPIN does). The 49 keypoints of a sample are
+``concat(openpose, part)`` (SPIN-49 order).
+
+Errors and bad samples:
+
+- At construction, missing keys, inconsistent lengths or shapes, non-positive
+  scales and missing image files raise :class:`DatasetFormatError` naming what is
+  wrong (missing files: the first few and the count). ``allow_missing=True``
+  turns missing files into load-time skips instead.
+- At load time an unreadable image (missing or corrupt) never raises: the sample is
+  replaced by the next readable one (index + 1, + 2, ... wrapping around), the skip
+  is counted (:attr:`SpinDataset.skipped`, :meth:`SpinDataset.summary`) and a
+  warning is issued once per file. With a ``DataLoader`` using workers the counters
+  live in the worker processes; the main process can still count substitutions from
+  items whose ``sample_index`` differs from ``requested_index``.
+
+Augmentation is drawn per sample from ``(seed, epoch, index[, draw])``, so an item
+is reproducible; call :meth:`SpinDataset.set_epoch` at the start of each epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from spin.data.augment import (
+    AugmentationConfig,
+    AugmentationParams,
+    augment_pose_rotvecs,
+    crop_camera_intrinsics,
+    crop_pixels_to_normalized,
+    crop_transform,
+    flip_joints_3d,
+    flip_keypoints,
+    identity_params,
+    rotate_joints_3d,
+    sample_augmentation,
+    transform_points,
+    warp_image,
+)
+from spin.geometry.cameras import CROP_SIZE
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "DatasetFormatError",
+    "SpinDataset",
+    "denormalize_image",
+    "validate_annotations",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+"""Per-channel mean of ImageNet RGB images in [0, 1], subtracted from every crop."""
+
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""Per-channel standard deviation of ImageNet RGB images in [0, 1]."""
+
+REQUIRED_KEYS = ("imgname", "center", "scale")
+
+#: Trailing shape of each known key (after the sample dimension).
+KEY_SHAPES: dict[str, tuple[int, ...]] = {
+    "imgname": (),
+    "center": (2,),
+    "scale": (),
+    "part": (24, 3),
+    "openpose": (25, 3),
+    "S": (24, 4),
+    "pose": (72,),
+    "shape": (10,),
+    "has_smpl": (),
+    "gender": (),
+    "intrinsics": (3, 3),
+    "transl": (3,),
+}
+
+MISSING_FILES_SHOWN = 5
+"""How many missing or unreadable file names an error or summary lists."""
+
+_UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file is malformed or refers to images that do not exist."""
+
+
+def validate_annotations(arrays: Mapping[str, np.ndarray], source: str = "annotations") -> int:
+    """Check a SPIN-format annotation dict: required keys, lengths, shapes, scales.
+
+    Args:
+        arrays: key -> array, as loaded from the ``.npz``.
+        source: what to call the data in error messages (e.g. the file name).
+
+    Returns:
+        The number of samples N.
+
+    Raises:
+        DatasetFormatError: naming the key (and sample) that is wrong.
+    """
+    missing = [key for key in REQUIRED_KEYS if key not in arrays]
+    if missing:
+        raise DatasetFormatError(
+            f"{source}: missing required key(s) {missing}; a SPIN-format .npz needs "
+            f"{list(REQUIRED_KEYS)} (it has {sorted(arrays)})"
+        )
+    num = len(arrays["imgname"])
+    for key, trailing in KEY_SHAPES.items():
+        if key not in arrays:
+            continue
+        shape = tuple(np.shape(arrays[key]))
+        if not shape or shape[0] != num:
+            raise DatasetFormatError(
+                f"{source}: key {key!r} has {shape[0] if shape else 'no'} samples but "
+                f"'imgname' has {num}; every per-sample array needs the same length"
+            )
+        if shape[1:] != trailing:
+            raise DatasetFormatError(
+                f"{source}: key {key!r} has shape {shape}, expected {(num, *trailing)}"
+            )
+    scale = np.asarray(arrays["scale"], dtype=np.float64)
+    bad = np.flatnonzero(~(np.isfinite(scale) & (scale > 0)))
+    if bad.size:
+        raise DatasetFormatError(
+            f"{source}: {bad.size} sample(s) have a non-positive or non-finite 'scale' "
+            f"(first: sample {bad[0]}, scale {scale[bad[0]]}); fix or drop those records"
+        )
+    center = np.asarray(arrays["center"], dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(center).all(axis=-1))
+    if bad.size:
+        raise DatasetFormatError(
+            f"{source}: {bad.size} sample(s) have a non-finite 'center' (first: sample {bad[0]})"
+        )
+    return num
+
+
+def _strings(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype.kind == "S":
+        return np.char.decode(array, "utf-8")
+    return array.astype(str)
+
+
+def _load_npz(path: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=allow_pickle) as npz:
+            return {key: npz[key] for key in npz.files}
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise DatasetFormatError(
+                f"{path}: contains object arrays, which numpy only loads by unpickling; "
+                "pass allow_pickle=True if you trust the file, or re-save its string "
+                "arrays as fixed-width str (np.asarray(x, dtype=str))"
+            ) from error
+        raise
+
+
+def denormalize_image(img) -> np.ndarray:
+    """Undo the ImageNet normalisation of a network input, for visualisation.
+
+    Args:
+        img: ``(3, S, S)`` normalised image, torch or numpy.
+
+    Returns:
+        ``(S, S, 3)`` uint8 RGB image.
+    """
+    if isinstance(img, torch.Tensor):
+        img = img.detach().cpu().numpy()
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim != 3 or img.shape[0] != 3:
+        raise ValueError(f"expected a normalised image of shape (3, S, S), got {img.shape}")
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None, None]
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None, None]
+    rgb = np.clip((img * std + mean) * 255.0 + 0.5, 0, 255)
+    return rgb.astype(np.uint8).transpose(1, 2, 0)
+
+
+def _normalize_image(crop: np.ndarray, pixel_noise: tuple[float, float, float]) -> torch.Tensor:
+    """``(S, S, 3)`` uint8 -> ``(3, S, S)`` float32: noise, clip to [0, 1], ImageNet norm."""
+    rgb = crop.astype(np.float32) / 255.0 * np.asarray(pixel_noise, dtype=np.float32)
+    rgb = np.clip(rgb, 0.0, 1.0)
+    rgb = (rgb - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+
+
+def _f32(x) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float32))
+
+
+class SpinDataset(Dataset):
+    """SPIN-format samples as cropped, augmented network inputs and targets.
+
+    Args:
+        npz_path: the ``.npz`` annotation file (format in the module docstring).
+        image_folder: folder that ``imgname`` entries are relative to.
+        name: dataset name used by the fits cache and in messages; defaults to the
+            file's stem.
+        img_size: side of the square network input in pixels.
+        augmentation: augmentation ranges; used only when ``is_train``.
+        is_train: augment (True) or return un-augmented crops (False).
+        seed: base seed of the per-sample augmentation.
+        allow_missing: skip missing image files at load time instead of raising at
+            construction.
+        allow_pickle: let numpy unpickle object arrays in the ``.npz`` (trusted
+            files only).
+
+    Items are dicts (see :meth:`__getitem__`).
+    """
+
+    def __init__(
+        self,
+        npz_path: str | os.PathLike,
+        image_folder: str | os.PathLike,
+        name: str | None = None,
+        img_size: int = CROP_SIZE,
+        augmentation: AugmentationConfig | None = None,
+        is_train: bool = True,
+        seed: int = 0,
+        allow_missing: bool = False,
+        allow_pickle: bool = False,
+    ) -> None:
+        npz_path = Path(npz_path)
+        self.name = name if name is not None else npz_path.stem
+        self.image_folder = Path(image_folder)
+        self.img_size = int(img_size)
+        self.augmentation = augmentation if augmentation is not None else AugmentationConfig()
+        self.is_train = is_train
+        if int(seed) < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        self.seed = int(seed)
+        self.epoch = 0
+
+        arrays = _load_npz(npz_path, allow_pickle)
+        num = validate_annotations(arrays, source=str(npz_path))
+        self.imgname = _strings(arrays["imgname"])
+        self.center = np.asarray(arrays["center"], dtype=np.float64)
+        self.scale = np.asarray(arrays["scale"], dtype=np.float64)
+
+        def optional(key: str) -> np.ndarray | None:
+            return np.asarray(arrays[key], dtype=np.float64) if key in arrays else None
+
+        openpose = optional("openpose")
+        part = optional("part")
+        self.keypoints = np.concatenate(
+            [
+                openpose if openpose is not None else np.zeros((num, 25, 3)),
+                part if part is not None else np.zeros((num, 24, 3)),
+            ],
+            axis=1,
+        )
+        self.joints_3d = optional("S")
+        self.pose = optional("pose")
+        self.betas = optional("shape")
+        if "has_smpl" in arrays:
+            self.has_smpl = np.asarray(arrays["has_smpl"], dtype=np.float64)
+        else:
+            self.has_smpl = np.full(num, 1.0 if self.pose is not None else 0.0)
+        self.gender = _strings(arrays["gender"]) if "gender" in arrays else np.full(num, "n")
+        self.intrinsics = optional("intrinsics")
+        self.transl = optional("transl")
+
+        self._bad_files: dict[str, str] = {}  # imgname -> why it cannot be read
+        self._skip_counts: Counter[str] = Counter()
+        self._check_image_files(allow_missing)
+
+    # --- construction checks -----------------------------------------------------------
+
+    def _check_image_files(self, allow_missing: bool) -> None:
+        missing = [
+            name for name in dict.fromkeys(self.imgname) if not (self.image_folder / name).is_file()
+        ]
+        if not missing:
+            return
+        shown = ", ".join(missing[:MISSING_FILES_SHOWN])
+        more = (
+            f" and {len(missing) - MISSING_FILES_SHOWN} more"
+            if len(missing) > MISSING_FILES_SHOWN
+            else ""
+        )
+        if not allow_missing:
+            raise DatasetFormatError(
+                f"dataset {self.name!r}: {len(missing)} image file(s) missing under "
+                f"{self.image_folder}: {shown}{more}. Check the image folder, or pass "
+                "allow_missing=True to skip those samples at load time"
+            )
+        warnings.warn(
+            f"dataset {self.name!r}: {len(missing)} image file(s) missing under "
+            f"{self.image_folder} ({shown}{more}); their samples will be skipped",
+            stacklevel=3,
+        )
+        for name in missing:
+            self._bad_files[name] = "missing"
+
+    # --- bookkeeping ---------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.imgname)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose augmentations :meth:`__getitem__` draws."""
+        if int(epoch) < 0:
+            raise ValueError(f"epoch must be a non-negative integer, got {epoch}")
+        self.epoch = int(epoch)
+
+    @property
+    def skipped(self) -> int:
+        """How many loads so far were replaced because their image was unreadable."""
+        return sum(self._skip_counts.values())
+
+    @property
+    def skipped_files(self) -> dict[str, int]:
+        """Unreadable image -> how many loads it caused to be skipped."""
+        return dict(self._skip_counts)
+
+    def summary(self) -> str:
+        """One line on this dataset's skipped samples, naming the files."""
+        if not self._skip_counts:
+            return f"dataset {self.name!r}: {len(self)} samples, none skipped"
+        files = [
+            f"{name} ({self._bad_files.get(name, 'unreadable')}, {count}x)"
+            for name, count in self._skip_counts.most_common(MISSING_FILES_SHOWN)
+        ]
+        more = len(self._skip_counts) - len(files)
+        tail = f" and {more} more" if more > 0 else ""
+        return (
+            f"dataset {self.name!r}: {len(self)} samples, {self.skipped} load(s) skipped "
+            f"over {len(self._skip_counts)} unreadable file(s): {', '.join(files)}{tail}"
+        )
+
+    def augmentation_params(self, index: int, draw: int | None = None) -> AugmentationParams:
+        """The augmentation of sample ``index`` in the current epoch.
+
+        Args:
+            index: sample index.
+            draw: optional extra key, so that a sample drawn several times in one
+                epoch (e.g. by :class:`~spin.data.mixed_dataset.MixedDataset`) gets
+                independent augmentations.
+        """
+        if not self.is_train or not self.augmentation.enabled:
+            return identity_params()
+        key = [self.seed, self.epoch, int(index)] + ([] if draw is None else [int(draw)])
+        return sample_augmentation(self.augmentation, np.random.default_rng(key))
+
+    # --- loading ---------------------------------------------------------------------------
+
+    def _read_image(self, index: int) -> Image.Image | None:
+        """The sample's RGB image, or None (counted, warned once) when it is unreadable."""
+        name = str(self.imgname[index])
+        if name not in self._bad_files:
+            try:
+                with Image.open(self.image_folder / name) as image:
+                    return image.convert("RGB")
+            except FileNotFoundError:
+                self._bad_files[name] = "missing"
+            except _UNREADABLE_IMAGE_ERRORS as error:
+                self._bad_files[name] = f"corrupt: {type(error).__name__}: {error}"
+            warnings.warn(
+                f"dataset {self.name!r}: cannot read image {self.image_folder / name} "
+                f"({self._bad_files[name]}); using another sample instead",
+                stacklevel=3,
+            )
+        self._skip_counts[name] += 1
+        return None
+
+    def __getitem__(self, index: int) -> dict:
+        return self.get(index)
+
+    def get(
+        self, index: int, draw: int | None = None, params: AugmentationParams | None = None
+    ) -> dict:
+        """Sample ``index`` (or the next readable one), cropped and augmented.
+
+        Args:
+            index: sample index in ``[-N, N)``.
+            draw: extra augmentation key, see :meth:`augmentation_params`.
+            params: use this augmentation instead of drawing one (tests,
+                visualisation, test-time augmentation); applies even when not
+                ``is_train``.
+
+        Returns:
+            A dict with torch tensors (float32 unless noted):
+
+            - ``img`` ``(3, S, S)`` ImageNet-normalised crop;
+            - ``keypoints`` ``(49, 3)`` SPIN-49 keypoints in normalised crop
+              coordinates + confidence, augmented;
+            - ``keypoints_orig`` ``(49, 3)`` the same in original pixels, un-augmented;
+            - ``pose`` ``(72,)`` augmented SMPL pose, ``betas`` ``(10,)`` (zeros if absent);
+            - ``pose_3d`` ``(24, 4)`` augmented 3D joints + confidence (zeros if absent);
+            - ``has_smpl``, ``has_pose_3d`` scalars (0 or 1);
+            - ``center`` ``(2,)``, ``scale`` (box scale times the scale augmentation);
+            - ``orig_shape`` ``(2,)`` int64 image ``(height, width)``;
+            - ``is_flipped`` bool, ``rot_angle`` (degrees), ``scale_factor``,
+              ``pixel_noise`` ``(3,)``: the augmentation;
+            - ``sample_index`` and ``requested_index`` (int; they differ when the
+              requested sample's image was unreadable), ``dataset_name``,
+              ``imgname``, ``gender`` (str);
+            - if the file has them: ``intrinsics`` ``(3, 3)`` and ``transl`` ``(3,)``
+              as stored (original image, un-augmented), and ``crop_intrinsics``
+              ``(3, 3)``, the camera that projects ``pose_3d`` onto ``keypoints``
+              in crop pixels (:func:`~spin.data.augment.crop_camera_intrinsics`).
+        """
+        num = len(self)
+        if not -num <= index < num:
+            raise IndexError(f"index {index} out of range for dataset {self.name!r} of {num}")
+        index = int(index) % num
+        for offset in range(num):
+            sample = (index + offset) % num
+            image = self._read_image(sample)
+            if image is not None:
+                break
+        else:
+            raise RuntimeError(f"no readable image left; {self.summary()}")
+        if params is None:
+            params = self.augmentation_params(sample, draw)
+        item = self._make_item(sample, image, params)
+        item["requested_index"] = index
+        return item
+
+    def _make_item(self, index: int, image: Image.Image, params: AugmentationParams) -> dict:
+        size = self.img_size
+        scale = self.scale[index] * params.scale_factor
+        center = self.center[index]
+        rotation, flip = params.rotation_deg, params.flip
+
+        crop_affine = crop_transform(center, scale, size, rotation, flip)
+        img = _normalize_image(warp_image(image, crop_affine, size), params.pixel_noise)
+
+        keypoints_orig = self.keypoints[index]
+        unflipped = crop_transform(center, scale, size, rotation, flip=False)
+        keypoints = np.concatenate(
+            [transform_points(keypoints_orig[:, :2], unflipped), keypoints_orig[:, 2:]], axis=1
+        )
+        keypoints = crop_pixels_to_normalized(keypoints, size)
+        if flip:
+            keypoints = flip_keypoints(keypoints, "spin49")
+
+        if self.joints_3d is not None:
+            pose_3d = rotate_joints_3d(self.joints_3d[index], rotation)
+            pose_3d = flip_joints_3d(pose_3d) if flip else pose_3d
+            has_pose_3d = float((self.joints_3d[index][:, 3] > 0).any())
+        else:
+            pose_3d, has_pose_3d = np.zeros((24, 4)), 0.0
+        if self.pose is not None:
+            pose = augment_pose_rotvecs(self.pose[index], rotation, flip)
+        else:
+            pose = np.zeros(72)
+        betas = self.betas[index] if self.betas is not None else np.zeros(10)
+
+        item = {
+            "img": img,
+            "keypoints": _f32(keypoints),
+            "keypoints_orig": _f32(keypoints_orig),
+            "pose": _f32(pose),
+            "betas": _f32(betas),
+            "pose_3d": _f32(pose_3d),
+            "has_smpl": _f32(self.has_smpl[index]),
+            "has_pose_3d": _f32(has_pose_3d),
+            "center": _f32(center),
+            "scale": _f32(scale),
+            "orig_shape": torch.tensor([image.height, image.width], dtype=torch.int64),
+            "is_flipped": torch.tensor(flip),
+            "rot_angle": _f32(rotation),
+            "scale_factor": _f32(params.scale_factor),
+            "pixel_noise": _f32(params.pixel_noise),
+            "sample_index": index,
+            "dataset_name": self.name,
+            "imgname": str(self.imgname[index]),
+            "gender": str(self.gender[index]),
+        }
+        if self.intrinsics is not None:
+            item["intrinsics"] = _f32(self.intrinsics[index])
+            item["crop_intrinsics"] = _f32(
+                crop_camera_intrinsics(self.intrinsics[index], crop_affine, rotation, flip)
+            )
+        if self.transl is not None:
+            item["transl"] = _f32(self.transl[index])
+        return item
