@@ -428,9 +428,7 @@ class SMPLify:
             prior_weight = math.sqrt(0.5 * cfg.pose_prior_weight)
             r_prior = prior_weight * self.pose_prior.residuals(body_pose)
             d_prior = pose.new_zeros(batch, r_prior.shape[1], num_params)
-            d_prior[:, :, columns["body_pose"]] = prior_weight * _batched_jacobian(
-                self.pose_prior.residuals, body_pose
-            )
+            d_prior[:, :, columns["body_pose"]] = prior_weight * self._prior_jacobian(body_pose)
             angle_weight = math.sqrt(cfg.angle_prior_weight)
             r_angle = angle_weight * losses.angle_prior_residuals(body_pose)
             d_angle = pose.new_zeros(batch, r_angle.shape[1], num_params)
@@ -448,6 +446,15 @@ class SMPLify:
             [torch.arange(num_params, device=pose.device)[columns[n]] for n in stage.optimize]
         )
         return r, jac.index_select(2, keep)
+
+    def _prior_jacobian(self, body_pose: Tensor) -> Tensor:
+        """``(B, 69, 69)`` Jacobian of the prior's residuals: ``L_k^T`` of the best component
+        for a GMM prior (residuals are linear per component), autodiff otherwise."""
+        cholesky = getattr(self.pose_prior, "precision_cholesky", None)
+        if cholesky is None:
+            return _batched_jacobian(self.pose_prior.residuals, body_pose)
+        best = self.pose_prior.best_component(body_pose)
+        return cholesky.index_select(0, best).transpose(-1, -2)
 
     def _objective(self, stage: StageConfig) -> Callable:
         return self._camera_terms if stage.objective == "camera" else self._body_terms
