@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -44,6 +45,21 @@ MATERIAL_METALLIC = 0.1
 MATERIAL_ROUGHNESS = 0.6
 # Fraction of the image (each axis) that a framed mesh may fill.
 DEFAULT_FILL = 0.9
+# Labels of render_labels are packed into the 24-bit RGB colour of a segmentation pass.
+MAX_LABEL = 2**24 - 1
+
+
+@dataclass(frozen=True)
+class LabelRender:
+    """Result of :meth:`MeshRenderer.render_labels`.
+
+    Attributes:
+        labels: (H, W) int32, the label of the face seen at each pixel centre, 0 off the mesh.
+        depth: (H, W) float32 camera z in metres of that face, 0 off the mesh.
+    """
+
+    labels: np.ndarray
+    depth: np.ndarray
 
 
 class MeshRenderer:
@@ -85,6 +101,9 @@ class MeshRenderer:
         color: Sequence[float] = DEFAULT_COLOR,
         background: np.ndarray | None = None,
         alpha: float = 1.0,
+        *,
+        vertex_colors: np.ndarray | None = None,
+        lights: Sequence[tuple[Sequence[float], float]] = LIGHTS,
     ) -> np.ndarray:
         """Render the shaded mesh, alone or composited over ``background``.
 
@@ -98,6 +117,10 @@ class MeshRenderer:
             color: (r, g, b) in [0, 1].
             background: optional (H, W, 3) uint8 image to draw on.
             alpha: opacity of the mesh over ``background``, in [0, 1].
+            vertex_colors: optional (V, 3) per-vertex (r, g, b) in [0, 1], used instead
+                of ``color`` (interpolated across faces).
+            lights: directional lights, each (direction it travels in the camera frame
+                (3,), intensity); :data:`LIGHTS` by default.
 
         Returns:
             (H, W, 4) uint8 RGBA (straight alpha: the mesh's coverage of each pixel, 0
@@ -108,7 +131,9 @@ class MeshRenderer:
             raise ValueError(f"expected alpha in [0, 1], got {alpha}")
         if background is not None:
             background = _check_background(background, self.image_size)
-        premultiplied, coverage = self._render_shaded(vertices, faces, intrinsics, color)
+        premultiplied, coverage = self._render_shaded(
+            vertices, faces, intrinsics, color, vertex_colors, lights
+        )
         if background is None:
             straight = premultiplied / np.maximum(coverage, 1e-6)[..., None]
             rgba = np.dstack([straight, 255.0 * coverage])
@@ -142,12 +167,47 @@ class MeshRenderer:
         """(H, W) bool mask of the pixels the mesh covers."""
         return self.render_depth(vertices, faces, intrinsics) > 0
 
-    def _render_shaded(self, vertices, faces, intrinsics, color):
+    def render_labels(
+        self,
+        vertices: np.ndarray,
+        faces: np.ndarray,
+        face_labels: np.ndarray,
+        intrinsics: np.ndarray,
+    ) -> LabelRender:
+        """Exact per-pixel labels of the visible faces, and the depth map, in one pass.
+
+        Each distinct label becomes its own scene node drawn in a flat segmentation
+        colour with multisampling off, so every pixel holds exactly one label of a face
+        covering its centre (no mixing at label borders or silhouette edges), on EGL
+        and OSMesa alike. The nonzero pixels are exactly :meth:`render_silhouette`'s.
+
+        Args:
+            vertices: (V, 3) metres in the camera frame.
+            faces: (F, 3) vertex indices.
+            face_labels: (F,) integer label of each face, in [1, MAX_LABEL].
+            intrinsics: (3, 3) pixels.
+
+        Returns:
+            A :class:`LabelRender` of (H, W) labels (0 off the mesh) and depth.
+        """
+        import pyrender
+
+        if self._renderer is None:
+            raise RuntimeError("this MeshRenderer was closed; make a new one")
+        scene, node_colors = _build_label_scene(vertices, faces, face_labels, intrinsics)
+        color, depth = self._renderer.render(
+            scene, flags=pyrender.RenderFlags.SEG, seg_node_map=node_colors
+        )
+        color = np.asarray(color, dtype=np.int32)
+        labels = color[..., 0] | (color[..., 1] << 8) | (color[..., 2] << 16)
+        return LabelRender(labels=labels, depth=np.asarray(depth, dtype=np.float32))
+
+    def _render_shaded(self, vertices, faces, intrinsics, color, vertex_colors=None, lights=LIGHTS):
         """(H, W, 3) float colour premultiplied by coverage, in [0, 255], and (H, W)
         coverage in [0, 1]."""
         import pyrender
 
-        scene, _ = self._scene(vertices, faces, intrinsics, color)
+        scene, _ = self._scene(vertices, faces, intrinsics, color, vertex_colors, lights)
         rendered, depth = self._renderer.render(scene, flags=pyrender.RenderFlags.RGBA)
         if rendered.shape[2] == 4:
             # Multisampled over a transparent black background: alpha is the coverage
@@ -158,10 +218,10 @@ class MeshRenderer:
             coverage = (depth > 0).astype(np.float64)
         return rendered[..., :3].astype(np.float64), coverage
 
-    def _scene(self, vertices, faces, intrinsics, color):
+    def _scene(self, vertices, faces, intrinsics, color, vertex_colors=None, lights=LIGHTS):
         if self._renderer is None:
             raise RuntimeError("this MeshRenderer was closed; make a new one")
-        return _build_scene(vertices, faces, intrinsics, color)
+        return _build_scene(vertices, faces, intrinsics, color, vertex_colors, lights)
 
 
 def render_mesh(
@@ -351,16 +411,12 @@ def apply_transform(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
 _CV_TO_GL = np.diag([1.0, -1.0, -1.0])
 
 
-def _build_scene(vertices, faces, intrinsics, color):
+def _build_scene(vertices, faces, intrinsics, color, vertex_colors=None, lights=LIGHTS):
     import pyrender
     import trimesh
 
     vertices = _check_points(vertices, "vertices")
-    faces = np.asarray(faces)
-    if faces.ndim != 2 or faces.shape[1] != 3:
-        raise ValueError(f"expected faces of shape (F, 3), got {faces.shape}")
-    if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
-        raise ValueError(f"faces index vertices outside [0, {len(vertices)})")
+    faces = _check_faces(faces, len(vertices))
     intrinsics = _check_intrinsics(intrinsics)
     if len(color) != 3:
         raise ValueError(f"expected color (r, g, b) in [0, 1], got {color}")
@@ -373,7 +429,70 @@ def _build_scene(vertices, faces, intrinsics, color):
         baseColorFactor=(*(float(c) for c in color), 1.0),
     )
     scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 0.0), ambient_light=AMBIENT_LIGHT)
-    mesh_node = scene.add(pyrender.Mesh.from_trimesh(mesh, material=material, smooth=True))
+    if vertex_colors is None:
+        pyrender_mesh = pyrender.Mesh.from_trimesh(mesh, material=material, smooth=True)
+    else:
+        vertex_colors = np.asarray(vertex_colors, dtype=np.float32)
+        if vertex_colors.shape != vertices.shape:
+            raise ValueError(
+                f"expected vertex_colors of shape (V, 3) = {vertices.shape}, "
+                f"got {vertex_colors.shape}"
+            )
+        # The shader multiplies the base colour by COLOR_0; from_trimesh drops vertex
+        # colours when given a material, so build the primitive directly.
+        rgba = np.concatenate([vertex_colors, np.ones_like(vertex_colors[:, :1])], axis=1)
+        primitive = pyrender.Primitive(
+            positions=mesh.vertices,
+            normals=mesh.vertex_normals,
+            indices=faces,
+            color_0=rgba,
+            material=material,
+        )
+        pyrender_mesh = pyrender.Mesh([primitive])
+    mesh_node = scene.add(pyrender_mesh)
+    _add_camera(scene, intrinsics)
+    for direction, intensity in lights:
+        light = pyrender.DirectionalLight(color=np.ones(3), intensity=float(intensity))
+        scene.add(light, pose=_light_pose(_CV_TO_GL @ np.asarray(direction, dtype=np.float64)))
+    return scene, mesh_node
+
+
+def _build_label_scene(vertices, faces, face_labels, intrinsics):
+    """A scene with one node per distinct face label and the {node: RGB} map that packs
+    each label into a segmentation colour (low byte in red)."""
+    import pyrender
+
+    vertices = _check_points(vertices, "vertices")
+    faces = _check_faces(faces, len(vertices))
+    intrinsics = _check_intrinsics(intrinsics)
+    face_labels = np.asarray(face_labels)
+    if face_labels.shape != (len(faces),) or not np.issubdtype(face_labels.dtype, np.integer):
+        raise ValueError(
+            f"expected integer face_labels of shape (F,) = ({len(faces)},), "
+            f"got {face_labels.shape} {face_labels.dtype}"
+        )
+    if face_labels.size and (face_labels.min() < 1 or face_labels.max() > MAX_LABEL):
+        raise ValueError(f"expected face_labels in [1, {MAX_LABEL}]; 0 means background")
+    positions = (vertices @ _CV_TO_GL).astype(np.float32)
+    scene = pyrender.Scene(bg_color=(0.0, 0.0, 0.0, 0.0))
+    node_colors = {}
+    for label in np.unique(face_labels):
+        # Upload only the vertices this label's faces use.
+        used, local_faces = np.unique(faces[face_labels == label], return_inverse=True)
+        primitive = pyrender.Primitive(
+            positions=positions[used],
+            indices=local_faces.reshape(-1, 3),
+            mode=pyrender.GLTF.TRIANGLES,
+        )
+        node = scene.add(pyrender.Mesh([primitive]))
+        node_colors[node] = np.array([(int(label) >> shift) & 0xFF for shift in (0, 8, 16)])
+    _add_camera(scene, intrinsics)
+    return scene, node_colors
+
+
+def _add_camera(scene, intrinsics: np.ndarray) -> None:
+    import pyrender
+
     camera = pyrender.IntrinsicsCamera(
         fx=intrinsics[0, 0],
         fy=intrinsics[1, 1],
@@ -383,10 +502,6 @@ def _build_scene(vertices, faces, intrinsics, color):
         zfar=Z_FAR_M,
     )
     scene.add(camera, pose=np.eye(4))
-    for direction, intensity in LIGHTS:
-        light = pyrender.DirectionalLight(color=np.ones(3), intensity=intensity)
-        scene.add(light, pose=_light_pose(_CV_TO_GL @ np.asarray(direction, dtype=np.float64)))
-    return scene, mesh_node
 
 
 def _light_pose(direction_gl: np.ndarray) -> np.ndarray:
@@ -432,6 +547,15 @@ def _check_points(points: np.ndarray, name: str) -> np.ndarray:
         hint = "; drop the batch dimension" if points.ndim == 3 else ""
         raise ValueError(f"expected {name} of shape (V, 3), got {points.shape}{hint}")
     return points
+
+
+def _check_faces(faces: np.ndarray, num_vertices: int) -> np.ndarray:
+    faces = np.asarray(faces)
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"expected faces of shape (F, 3), got {faces.shape}")
+    if faces.size and (faces.min() < 0 or faces.max() >= num_vertices):
+        raise ValueError(f"faces index vertices outside [0, {num_vertices})")
+    return faces
 
 
 def _check_intrinsics(intrinsics: np.ndarray) -> np.ndarray:
