@@ -1,0 +1,1 @@
+"""Training: the SPIN loop (regressor + SMPLify in the loop + fits cache), checkpoints, logging."""

@@ -1,0 +1,111 @@
+"""Configuration of a training run: one dataclass per component, defaults from SPIN."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from spin.data.augment import AugmentationConfig
+from spin.fitting.fits_cache import FitsCacheConfig
+from spin.fitting.smplify import SMPLifyConfig
+from spin.regressor.hmr import HMRConfig
+
+__all__ = [
+    "DataConfig",
+    "DatasetEntry",
+    "LossConfig",
+    "SyntheticDataConfig",
+    "TrainConfig",
+    "WandbConfig",
+]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A SPIN-format dataset: ``npz`` file, image folder, sampling ratio in the mix, and
+    optionally static fits (``spin-fit-dataset`` output) to start its fits cache from."""
+
+    name: str
+    npz: str
+    images: str
+    ratio: float = 1.0
+    static_fits: str | None = None
+
+
+@dataclass(frozen=True)
+class SyntheticDataConfig:
+    """The embedded default data: generated with ``spin-make-synthetic`` when missing."""
+
+    out_dir: str = "data/synthetic"
+    num_train: int = 2000
+    num_test: int = 200
+    image_size: int = 128
+    fraction_3d: float = 0.1
+    body_model: str = "open"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training mix and validation split. With ``synthetic`` set and ``train`` empty, the
+    synthetic train/test splits are used (and generated if missing)."""
+
+    train: tuple[DatasetEntry, ...] = ()
+    val: DatasetEntry | None = None
+    synthetic: SyntheticDataConfig | None = field(default_factory=SyntheticDataConfig)
+    img_size: int = 224
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    num_workers: int = 0
+    val_samples: int = 200
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """SPIN's loss weights (REFERENCE.md); ``scale`` multiplies everything (SPIN: 60)."""
+
+    keypoints_2d: float = 5.0
+    keypoints_3d: float = 5.0
+    pose: float = 1.0
+    betas: float = 0.001
+    camera: float = 1.0
+    scale: float = 60.0
+    openpose_weight: float = 0.0
+    gt_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    enabled: bool = True
+    project: str = "spin-hmr"
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    image_every: int = 100
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run.
+
+    ``mode``: ``regression_only`` (no fits: 2D and available 3D/SMPL ground truth),
+    ``static_fits`` (fits cache read, never updated) or ``in_loop`` (SPIN).
+    """
+
+    name: str = "spin"
+    mode: Literal["regression_only", "static_fits", "in_loop"] = "in_loop"
+    run_dir: str = "runs"
+    body_model: str = "open"
+    pose_prior: str = "open"
+    hmr: HMRConfig = field(default_factory=HMRConfig)
+    smplify: SMPLifyConfig = field(default_factory=SMPLifyConfig)
+    fits: FitsCacheConfig = field(default_factory=FitsCacheConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    batch_size: int = 64
+    lr: float = 5e-5
+    num_steps: int = 1000
+    log_every: int = 10
+    val_every: int = 500
+    checkpoint_every: int = 500
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0

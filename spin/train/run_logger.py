@@ -1,0 +1,113 @@
+"""Logging of a run: ``metrics.jsonl`` always, wandb (offline by default) when enabled, and
+image panels (input crop, predicted mesh, SMPLify fit)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spin.geometry import CROP_SIZE, FOCAL_LENGTH
+from spin.train.config import WandbConfig
+
+__all__ = ["RunLogger", "panel_images"]
+
+PANEL_SAMPLES = 4
+PRED_COLOR = (0.55, 0.7, 0.95)
+FIT_COLOR = (0.95, 0.7, 0.45)
+
+
+def _crop_camera(size: int) -> np.ndarray:
+    focal = FOCAL_LENGTH * size / CROP_SIZE
+    return np.array([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]])
+
+
+def panel_images(last, body_model, samples: int = PANEL_SAMPLES) -> np.ndarray:
+    """A grid: for a few samples of the last batch, the input crop, the predicted mesh over
+    it and (in the loop) the SMPLify fit over it. ``last`` = (batch, prediction, body, fit)."""
+    from spin.data.spin_dataset import denormalize_image
+    from spin.render.figures import grid_image
+    from spin.render.mesh_renderer import MeshRenderer
+
+    batch, prediction, body, fit = last
+    count = min(samples, batch["img"].shape[0])
+    size = batch["img"].shape[-1]
+    intrinsics = _crop_camera(size)
+    faces = np.asarray(body_model.faces)
+    fit_vertices = None
+    if fit is not None:
+        with torch.no_grad():
+            fit_vertices = body_model(
+                pose_rotvecs=fit.pose_rotvecs[:count],
+                betas=fit.betas[:count],
+                transl=fit.cam_t[:count],
+            ).vertices
+    tiles, labels = [], []
+    with MeshRenderer((size, size)) as renderer:
+        for i in range(count):
+            image = denormalize_image(batch["img"][i].detach().cpu())
+            tiles.append(image)
+            labels.append("input")
+            vertices = body.vertices[i].detach().cpu().numpy()
+            tiles.append(renderer.render(vertices, faces, intrinsics, PRED_COLOR, image, 0.8))
+            labels.append("prediction")
+            if fit_vertices is not None:
+                vertices = fit_vertices[i].cpu().numpy()
+                tiles.append(renderer.render(vertices, faces, intrinsics, FIT_COLOR, image, 0.8))
+                labels.append("SMPLify fit")
+    columns = 3 if fit_vertices is not None else 2
+    return grid_image(tiles, columns, labels=labels)
+
+
+class RunLogger:
+    """Writes scalars to ``run_dir/metrics.jsonl`` and to wandb (offline unless configured)."""
+
+    def __init__(self, run_dir: Path, config: dict, wandb_config: WandbConfig, resume: bool):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        if not resume and self.metrics_path.exists():
+            self.metrics_path.unlink()
+        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
+        self.wandb_run = None
+        if wandb_config.enabled and wandb_config.mode != "disabled":
+            os.environ.setdefault("WANDB_MODE", wandb_config.mode)
+            os.environ.setdefault("WANDB_SILENT", "true")
+            import wandb
+
+            self.wandb_run = wandb.init(
+                project=wandb_config.project,
+                name=self.run_dir.name,
+                dir=str(self.run_dir),
+                config=config,
+                mode=wandb_config.mode,
+                resume="allow" if resume else None,
+            )
+
+    def log(self, scalars: dict, step: int) -> None:
+        if not scalars:
+            return
+        with open(self.metrics_path, "a") as handle:
+            handle.write(json.dumps({"step": step, **scalars}) + "\n")
+        if self.wandb_run is not None:
+            self.wandb_run.log(scalars, step=step)
+
+    def log_panel(self, last, body_model, step: int) -> None:
+        image = panel_images(last, body_model)
+        path = self.run_dir / "panels" / f"step_{step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from spin.render.figures import save_png
+
+        save_png(path, image)
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({"panels/predictions": wandb.Image(image)}, step=step)
+
+    def finish(self) -> None:
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+            self.wandb_run = None

@@ -1,0 +1,333 @@
+"""The SPIN training loop: regressor, SMPLify in the loop, persistent fits cache.
+
+A run lives in ``run_dir/name``: ``config.json``, ``checkpoint.pt`` and ``fits_cache.h5``
+(written together, atomically, every ``checkpoint_every`` steps and at the end),
+``metrics.jsonl`` (one line per log), and wandb's offline run under ``wandb/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from spin.body import load_body_model
+from spin.body.joint_conventions import H36M_TO_LSP14
+from spin.config import config_to_dict
+from spin.data.mixed_dataset import MixedDataset
+from spin.data.spin_dataset import SpinDataset
+from spin.eval.metrics import M_TO_MM, center_on, mpjpe, pa_mpjpe
+from spin.fitting.fits_cache import FitsCache
+from spin.fitting.priors import load_pose_prior
+from spin.fitting.smplify import SMPLify
+from spin.geometry import crop_intrinsics
+from spin.regressor.hmr import build_hmr
+from spin.train import step as steps
+from spin.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from spin.train.config import DatasetEntry, TrainConfig
+from spin.train.run_logger import RunLogger
+
+__all__ = ["Trainer", "ensure_synthetic_data"]
+
+CACHE_NAME = "fits_cache.h5"
+
+
+def ensure_synthetic_data(config: TrainConfig) -> tuple[list[DatasetEntry], DatasetEntry]:
+    """The synthetic train/test splits, generated with the data config when missing."""
+    synthetic = config.data.synthetic
+    out_dir = Path(synthetic.out_dir)
+    from spin.data.synthetic import SyntheticConfig, generate_synthetic
+
+    base = SyntheticConfig(
+        image_size=(synthetic.image_size, synthetic.image_size),
+        body_model=synthetic.body_model,
+        seed=synthetic.seed,
+    )
+    wanted = {
+        "train": (synthetic.num_train, synthetic.fraction_3d),
+        "test": (synthetic.num_test, 1.0),
+    }
+    for split, (num, fraction) in wanted.items():
+        if not (out_dir / f"{split}.npz").exists():
+            print(f"generating {num} synthetic {split} samples in {out_dir} (first run only)")
+            generate_synthetic(replace(base, fraction_3d=fraction), num, out_dir, split=split)
+    train = DatasetEntry("synthetic", str(out_dir / "train.npz"), str(out_dir))
+    test = DatasetEntry("synthetic_test", str(out_dir / "test.npz"), str(out_dir))
+    return [train], test
+
+
+def _collate(items: list[dict]) -> dict:
+    batch = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if isinstance(values[0], torch.Tensor):
+            batch[key] = torch.stack(values)
+        elif isinstance(values[0], (int, float, np.integer, np.floating)):
+            batch[key] = torch.as_tensor(values)
+        else:
+            batch[key] = values
+    return batch
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class Trainer:
+    """Builds every component from a :class:`TrainConfig` and runs the loop.
+
+    Args:
+        config: the run's configuration.
+        resume: continue from ``run_dir/name/checkpoint.pt`` when it exists.
+        progress: show a tqdm bar.
+    """
+
+    def __init__(self, config: TrainConfig, resume: bool = False, progress: bool = True):
+        self.config = config
+        self.progress = progress
+        self.run_dir = Path(config.run_dir) / config.name
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        self.device = torch.device(config.device)
+
+        self.body_model = load_body_model(config.body_model).to(self.device)
+        self.model = build_hmr(config.hmr, self.body_model).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+
+        train_entries, val_entry = list(config.data.train), config.data.val
+        if not train_entries:
+            if config.data.synthetic is None:
+                raise ValueError("data.train is empty and data.synthetic is null: no data")
+            train_entries, synthetic_val = ensure_synthetic_data(config)
+            val_entry = val_entry or synthetic_val
+        self.train_sets = [
+            SpinDataset(
+                e.npz,
+                e.images,
+                name=e.name,
+                img_size=config.data.img_size,
+                augmentation=config.data.augmentation,
+                is_train=True,
+                seed=config.seed,
+            )
+            for e in train_entries
+        ]
+        self.train_data = MixedDataset(
+            self.train_sets,
+            [e.ratio for e in train_entries],
+            length=config.num_steps * config.batch_size,
+            seed=config.seed,
+        )
+        self.val_data = None
+        if val_entry is not None:
+            self.val_data = SpinDataset(
+                val_entry.npz,
+                val_entry.images,
+                name=val_entry.name,
+                img_size=config.data.img_size,
+                is_train=False,
+            )
+
+        self.smplify = None
+        self.cache = None
+        if config.mode != "regression_only":
+            prior = load_pose_prior(config.pose_prior).to(self.device)
+            self.smplify = SMPLify(self.body_model, prior, config.smplify)
+            self.cache = self._initial_cache(train_entries)
+
+        self.step = 0
+        if resume and (self.run_dir / CHECKPOINT_NAME).exists():
+            state = load_checkpoint(self.run_dir / CHECKPOINT_NAME, self.model, self.optimizer)
+            self.step = state["step"]
+            if self.cache is not None and (self.run_dir / CACHE_NAME).exists():
+                self.cache = FitsCache.load(self.run_dir / CACHE_NAME)
+            print(f"resumed {self.run_dir} at step {self.step}")
+        self.logger = RunLogger(self.run_dir, config_to_dict(config), config.wandb, resume)
+
+    def _initial_cache(self, entries: list[DatasetEntry]) -> FitsCache:
+        sizes = {dataset.name: len(dataset) for dataset in self.train_sets}
+        static = {e.name: e.static_fits for e in entries if e.static_fits}
+        if static:
+            return FitsCache.from_static_fits(static, sizes, self.config.fits)
+        return FitsCache.empty(sizes, self.config.fits)
+
+    # ------------------------------------------------------------------ one step
+
+    def train_step(self, batch: dict) -> dict:
+        """One optimiser step on a batch; returns scalars for logging."""
+        config = self.config
+        self.model.train()
+        batch = _to(batch, self.device)
+        timings = {}
+        start = time.perf_counter()
+        prediction, body = steps.regress(self.model, batch["img"], self.body_model)
+        timings["time/forward"] = time.perf_counter() - start
+
+        fits = None
+        stats = {}
+        if self.cache is not None:
+            start = time.perf_counter()
+            keypoints_px = steps.crop_pixels(batch["keypoints"])
+            intrinsics = crop_intrinsics(keypoints_px.shape[:1], like=keypoints_px)
+            fits, _, cached_loss = steps.fetch_cached_fits(
+                self.cache, batch, self.smplify, keypoints_px, intrinsics
+            )
+            if config.mode == "in_loop":
+                result = steps.refine_with_smplify(
+                    self.smplify, prediction, keypoints_px, intrinsics
+                )
+                timings["time/smplify"] = time.perf_counter() - start
+                updated = self.cache.update_if_better(
+                    list(batch["dataset_name"]),
+                    batch["sample_index"],
+                    batch["rot_angle"],
+                    batch["is_flipped"],
+                    result.pose_rotvecs,
+                    result.betas,
+                    result.reprojection_loss,
+                    cached_loss,
+                    step=self.step,
+                )
+                stats["fits/updated_fraction"] = float(updated.float().mean())
+                fits = self.cache.fetch(
+                    list(batch["dataset_name"]),
+                    batch["sample_index"],
+                    batch["rot_angle"],
+                    batch["is_flipped"],
+                    like=keypoints_px,
+                )
+            else:
+                fits = replace(
+                    fits, loss=cached_loss, valid=cached_loss < config.fits.valid_threshold
+                )
+            stats["fits/batch_valid_fraction"] = float(fits.valid.float().mean())
+        supervision = steps.select_supervision(batch, fits, config.fits)
+        start = time.perf_counter()
+        losses = steps.compute_losses(prediction, body, batch, supervision, config.loss)
+        self.optimizer.zero_grad()
+        losses["total"].backward()
+        self.optimizer.step()
+        timings["time/backward"] = time.perf_counter() - start
+        scalars = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
+        scalars["supervision/fraction"] = float(supervision.valid.float().mean())
+        scalars.update(stats)
+        scalars.update(timings)
+        self._last = (batch, prediction, body, result if config.mode == "in_loop" else None)
+        return scalars
+
+    # ------------------------------------------------------------------ validation
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """MPJPE and PA-MPJPE (mm, H36M regressor, 14 LSP joints) on the held-out split."""
+        if self.val_data is None:
+            return {}
+        self.model.eval()
+        count = min(len(self.val_data), self.config.data.val_samples)
+        loader = DataLoader(
+            torch.utils.data.Subset(self.val_data, range(count)),
+            batch_size=self.config.batch_size,
+            collate_fn=_collate,
+            generator=torch.Generator().manual_seed(self.config.seed),
+        )
+        errors, pa_errors = [], []
+        index = list(H36M_TO_LSP14)
+        for batch in loader:
+            batch = _to(batch, self.device)
+            has_smpl = batch["has_smpl"] > 0.5
+            if not has_smpl.any():
+                continue
+            _, body = steps.regress(self.model, batch["img"], self.body_model)
+            truth = self.body_model(pose_rotvecs=batch["pose"], betas=batch["betas"])
+            pred = center_on(body.joints_h36m, 0)[has_smpl][:, index]
+            gt = center_on(truth.joints_h36m, 0)[has_smpl][:, index]
+            errors.append(mpjpe(pred, gt))
+            pa_errors.append(pa_mpjpe(pred, gt))
+        if not errors:
+            return {}
+        return {
+            "val/mpjpe_mm": float(torch.cat(errors).mean() * M_TO_MM),
+            "val/pa_mpjpe_mm": float(torch.cat(pa_errors).mean() * M_TO_MM),
+        }
+
+    # ------------------------------------------------------------------ loop
+
+    def save(self) -> None:
+        save_checkpoint(
+            self.run_dir,
+            self.model,
+            self.optimizer,
+            self.step,
+            config_to_dict(self.config),
+        )
+        if self.cache is not None:
+            self.cache.save(self.run_dir / CACHE_NAME)
+
+    def run(self, max_steps: int | None = None) -> dict:
+        """Train until ``num_steps`` (or ``max_steps`` more steps); returns the last metrics."""
+        config = self.config
+        end = (
+            config.num_steps if max_steps is None else min(config.num_steps, self.step + max_steps)
+        )
+        indices = range(self.step * config.batch_size, end * config.batch_size)
+        loader = DataLoader(
+            torch.utils.data.Subset(self.train_data, indices),
+            batch_size=config.batch_size,
+            shuffle=False,
+            num_workers=config.data.num_workers,
+            collate_fn=_collate,
+            # Its own generator: iterating a loader must not consume the global RNG that
+            # dropout uses, or a resumed run would diverge from an uninterrupted one.
+            generator=torch.Generator().manual_seed(config.seed + self.step),
+        )
+        bar = tqdm(total=end - self.step, desc=config.name, disable=not self.progress, unit="step")
+        metrics: dict = {}
+        window_start = time.perf_counter()
+        for batch in loader:
+            scalars = self.train_step(batch)
+            self.step += 1
+            if not all(math.isfinite(v) for k, v in scalars.items() if k.startswith("loss/")):
+                raise FloatingPointError(f"non-finite loss at step {self.step}: {scalars}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{scalars['loss/total']:.3g}")
+            if self.step % config.log_every == 0 or self.step == end:
+                elapsed = time.perf_counter() - window_start
+                scalars["throughput/samples_per_s"] = config.batch_size * config.log_every / elapsed
+                scalars["lr"] = self.optimizer.param_groups[0]["lr"]
+                if self.cache is not None:
+                    scalars.update({f"cache/{k}": v for k, v in self.cache.statistics().items()})
+                self.logger.log(scalars, self.step)
+                metrics.update(scalars)
+                window_start = time.perf_counter()
+            if config.wandb.image_every and self.step % config.wandb.image_every == 0:
+                self.logger.log_panel(self._last, self.body_model, self.step)
+            if config.val_every and self.step % config.val_every == 0:
+                val = self.validate()
+                self.logger.log(val, self.step)
+                metrics.update(val)
+            if config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                self.save()
+        bar.close()
+        if self.step == end:
+            self.save()
+            if self.step == config.num_steps:
+                val = self.validate()
+                if val:
+                    self.logger.log(val, self.step)
+                    metrics.update(val)
+        for dataset in self.train_sets:
+            if dataset.skipped:
+                print(dataset.summary())
+        self.logger.finish()
+        (self.run_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
+        return metrics

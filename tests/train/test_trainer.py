@@ -1,0 +1,100 @@
+"""Training loop smoke tests, exact resume after a crash, and the offline wandb run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from spin.config import load_config
+from spin.fitting.fits_cache import FitsCache
+from spin.train.config import TrainConfig
+from spin.train.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("synthetic_tiny")
+
+
+def tiny_config(data_dir, run_dir, *overrides) -> TrainConfig:
+    return load_config(
+        TrainConfig,
+        TINY,
+        [f"data.synthetic.out_dir={data_dir}", f"run_dir={run_dir}", *overrides],
+    )
+
+
+@pytest.mark.parametrize("mode", ["regression_only", "static_fits", "in_loop"])
+def test_two_steps_of_each_mode(data_dir, tmp_path, mode):
+    config = tiny_config(data_dir, tmp_path, f"mode={mode}")
+    trainer = Trainer(config, progress=False)
+    metrics = trainer.run()
+    assert trainer.step == 2
+    assert torch.isfinite(torch.tensor(metrics["loss/total"]))
+    assert "val/pa_mpjpe_mm" in metrics
+    run = tmp_path / "tiny"
+    assert (run / "checkpoint.pt").exists() and (run / "config.json").exists()
+    assert (run / "fits_cache.h5").exists() == (mode != "regression_only")
+    if mode == "in_loop":
+        assert metrics["cache/fraction_with_fit"] > 0
+        assert (run / "panels" / "step_0000002.png").exists()
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_killed_run_resumes_exactly(data_dir, tmp_path, monkeypatch):
+    overrides = ["num_steps=4", "checkpoint_every=2", "val_every=0", "wandb.image_every=0"]
+    reference = Trainer(tiny_config(data_dir, tmp_path / "a", *overrides), progress=False)
+    reference.run()
+
+    crashed = Trainer(tiny_config(data_dir, tmp_path / "b", *overrides), progress=False)
+    original = Trainer.train_step
+
+    def dying_step(self, batch):
+        if self.step == 3:  # dies during step 4, after the checkpoint of step 2 and step 3
+            raise Crash("killed")
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", dying_step)
+    with pytest.raises(Crash):
+        crashed.run()
+    monkeypatch.setattr(Trainer, "train_step", original)
+
+    resumed = Trainer(
+        tiny_config(data_dir, tmp_path / "b", *overrides), resume=True, progress=False
+    )
+    assert resumed.step == 2  # the last checkpoint; step 3's updates are lost
+    resumed.run()
+    assert resumed.step == 4
+    for (name, a), b in zip(
+        reference.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    cache_a = FitsCache.load(tmp_path / "a" / "tiny" / "fits_cache.h5")
+    cache_b = FitsCache.load(tmp_path / "b" / "tiny" / "fits_cache.h5")
+    for dataset in cache_a.dataset_names:
+        for key, value in cache_a.arrays(dataset).items():
+            other = cache_b.arrays(dataset)[key]
+            assert (value == other).all() or torch.allclose(
+                torch.as_tensor(value), torch.as_tensor(other), equal_nan=True
+            ), (dataset, key)
+
+
+def test_offline_wandb_run_has_scalars_and_panels(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    config = tiny_config(data_dir, tmp_path, "wandb.enabled=true", "wandb.image_every=1")
+    Trainer(config, progress=False).run()
+    run = tmp_path / "tiny"
+    files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert files, list((run / "wandb").rglob("*"))
+    content = files[0].read_bytes()
+    assert b"loss/total" in content
+    assert b"panels/predictions" in content
+    assert list((run / "panels").glob("*.png"))
