@@ -313,9 +313,7 @@ class SMPLify:
         with torch.no_grad():
             return self._body_terms(variables, observations)["joint_losses"].sum(-1)
 
-    def joints(
-        self, pose_rotvecs: Tensor, betas: Tensor, transl: Tensor | None = None
-    ) -> Tensor:
+    def joints(self, pose_rotvecs: Tensor, betas: Tensor, transl: Tensor | None = None) -> Tensor:
         """``(B, 49, 3)`` SPIN joints of given parameters (the fitter's own evaluation)."""
         if transl is None:
             transl = torch.zeros_like(pose_rotvecs[:, :3])
