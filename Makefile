@@ -1,4 +1,5 @@
 # One entry point for set-up, the main job and the tests.
+#   make train  - set up (if needed) and train SPIN on the synthetic data (the main job)
 #   make demo   - set up (if needed) and pose the open body model into outputs/open_body.png
 #   make test   - set up (if needed) and run the test suite (offline, ~minutes on 2 cores)
 # The CPU install path pins torch==2.13.0 (a light CPU wheel); see README "Installing".
@@ -9,7 +10,7 @@ PY     := $(VENV)/bin/python
 TORCH_CPU ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint build-model clean
+.PHONY: setup demo train test test-slow lint build-model clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +20,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+train: $(STAMP)
+	$(VENV)/bin/spin-train --config configs/synthetic_spin.yaml
 
 demo: $(STAMP)
 	$(VENV)/bin/spin-show-body --out outputs/open_body.png

@@ -157,9 +157,35 @@ class Trainer:
     def _initial_cache(self, entries: list[DatasetEntry]) -> FitsCache:
         sizes = {dataset.name: len(dataset) for dataset in self.train_sets}
         static = {e.name: e.static_fits for e in entries if e.static_fits}
+        if self.config.mode == "static_fits":
+            for entry in entries:
+                if entry.name not in static:
+                    static[entry.name] = str(self._make_static_fits(entry))
         if static:
             return FitsCache.from_static_fits(static, sizes, self.config.fits)
         return FitsCache.empty(sizes, self.config.fits)
+
+    def _make_static_fits(self, entry: DatasetEntry) -> Path:
+        """SPIN's static fits for a dataset without any: SMPLify from the mean pose over the
+        whole dataset (``spin-fit-dataset``), computed once next to the dataset."""
+        from spin.fitting.fit_dataset import FitDatasetConfig, fit_dataset
+
+        path = Path(entry.npz).with_name(
+            f"{Path(entry.npz).stem}_fits_{self.config.smplify.mode}.h5"
+        )
+        if not path.exists():
+            print(f"fitting {entry.npz} once for static fits -> {path}")
+            fit_config = FitDatasetConfig(
+                mode=self.config.smplify.mode,
+                stages=self.config.smplify.stages,
+                body_model=self.config.body_model,
+                prior=self.config.pose_prior,
+                valid_threshold=self.config.fits.valid_threshold,
+                seed=self.config.seed,
+                device=self.config.device,
+            )
+            fit_dataset(entry.npz, path, fit_config, progress=self.progress)
+        return path
 
     # ------------------------------------------------------------------ one step
 
@@ -175,23 +201,27 @@ class Trainer:
 
         fits = None
         stats = {}
+        result = None
         if self.cache is not None:
             start = time.perf_counter()
             keypoints_px = steps.crop_pixels(batch["keypoints"])
             intrinsics = crop_intrinsics(keypoints_px.shape[:1], like=keypoints_px)
+            names = list(batch["dataset_name"])
+            view = (batch["sample_index"], batch["rot_angle"], batch["is_flipped"])
             fits, _, cached_loss = steps.fetch_cached_fits(
                 self.cache, batch, self.smplify, keypoints_px, intrinsics
             )
+            timings["time/cache_fetch"] = time.perf_counter() - start
             if config.mode == "in_loop":
+                start = time.perf_counter()
                 result = steps.refine_with_smplify(
                     self.smplify, prediction, keypoints_px, intrinsics
                 )
                 timings["time/smplify"] = time.perf_counter() - start
+                start = time.perf_counter()
                 updated = self.cache.update_if_better(
-                    list(batch["dataset_name"]),
-                    batch["sample_index"],
-                    batch["rot_angle"],
-                    batch["is_flipped"],
+                    names,
+                    *view,
                     result.pose_rotvecs,
                     result.betas,
                     result.reprojection_loss,
@@ -199,17 +229,14 @@ class Trainer:
                     step=self.step,
                 )
                 stats["fits/updated_fraction"] = float(updated.float().mean())
-                fits = self.cache.fetch(
-                    list(batch["dataset_name"]),
-                    batch["sample_index"],
-                    batch["rot_angle"],
-                    batch["is_flipped"],
-                    like=keypoints_px,
-                )
+                # The best of the cached and the new fit, scored on this batch's keypoints.
+                best_loss = torch.where(updated, result.reprojection_loss, cached_loss)
+                fits = self.cache.fetch(names, *view, like=keypoints_px)
+                timings["time/cache_update"] = time.perf_counter() - start
             else:
-                fits = replace(
-                    fits, loss=cached_loss, valid=cached_loss < config.fits.valid_threshold
-                )
+                best_loss = cached_loss
+            valid = fits.has_fit & (best_loss < config.fits.valid_threshold)
+            fits = replace(fits, loss=best_loss, valid=valid)
             stats["fits/batch_valid_fraction"] = float(fits.valid.float().mean())
         supervision = steps.select_supervision(batch, fits, config.fits)
         start = time.perf_counter()
@@ -222,7 +249,7 @@ class Trainer:
         scalars["supervision/fraction"] = float(supervision.valid.float().mean())
         scalars.update(stats)
         scalars.update(timings)
-        self._last = (batch, prediction, body, result if config.mode == "in_loop" else None)
+        self._last = (batch, prediction, body, result)
         return scalars
 
     # ------------------------------------------------------------------ validation
@@ -293,8 +320,11 @@ class Trainer:
         bar = tqdm(total=end - self.step, desc=config.name, disable=not self.progress, unit="step")
         metrics: dict = {}
         window_start = time.perf_counter()
+        data_start = time.perf_counter()
         for batch in loader:
+            data_time = time.perf_counter() - data_start
             scalars = self.train_step(batch)
+            scalars["time/data"] = data_time
             self.step += 1
             if not all(math.isfinite(v) for k, v in scalars.items() if k.startswith("loss/")):
                 raise FloatingPointError(f"non-finite loss at step {self.step}: {scalars}")
@@ -317,6 +347,7 @@ class Trainer:
                 metrics.update(val)
             if config.checkpoint_every and self.step % config.checkpoint_every == 0:
                 self.save()
+            data_start = time.perf_counter()
         bar.close()
         if self.step == end:
             self.save()

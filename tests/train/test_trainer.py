@@ -98,3 +98,9 @@ def test_offline_wandb_run_has_scalars_and_panels(data_dir, tmp_path, monkeypatc
     assert b"loss/total" in content
     assert b"panels/predictions" in content
     assert list((run / "panels").glob("*.png"))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_configs_load(path):
+    config = load_config(TrainConfig, path)
+    assert config.name == path.stem
