@@ -44,7 +44,7 @@ EPILOG = (
     "attributes record the configuration, frame, source and version.",
     "Exit status: 0 done (or stopped by --max-shards), 1 error (bad input, existing OUT, "
     "shards of another configuration), 2 usage error.",
-    "Example: spin-fit-dataset lsp_train.npz -o lsp_train_fits.h5 --mode fast --workers 2",
+    "Example: spin-fit-dataset lsp_train.npz -o lsp_train_fits.h5 --mode lm --workers 2",
 )
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -69,10 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--mode",
-        choices=("faithful", "fast"),
+        choices=("faithful", "fast", "lm"),
         default=DEFAULTS.mode,
-        help="SMPLify schedule: 'faithful' is SPIN's (100 + 100 Adam steps), 'fast' the same "
-        "objective by Levenberg-Marquardt (default: %(default)s)",
+        help="SMPLify mode: 'faithful' is SPIN's schedule (100 + 100 Adam steps) posing the "
+        "whole mesh, 'fast' the same schedule on the joints only (same fits, much faster), "
+        "'lm' the same objective by Levenberg-Marquardt (converges further; best from the "
+        "mean pose) (default: %(default)s)",
     )
     parser.add_argument(
         "--body-model",

@@ -152,7 +152,8 @@ class FitDatasetConfig:
     """Everything a dataset fit's numbers depend on (hashed into every shard).
 
     Attributes:
-        mode: SMPLify schedule, ``"faithful"`` (SPIN's) or ``"fast"``.
+        mode: SMPLify mode: ``"faithful"`` (SPIN's schedule on the whole mesh), ``"fast"``
+            (the same schedule on the joints only: same fits, faster) or ``"lm"``.
         stages: explicit SMPLify stages; empty means ``mode``'s default schedule.
         body_model: ``load_body_model`` name or path.
         prior: ``load_pose_prior`` name or path.
@@ -166,7 +167,7 @@ class FitDatasetConfig:
         device: torch device of the fits; never defaults to CUDA.
     """
 
-    mode: str = "faithful"
+    mode: str = "fast"
     stages: tuple[StageConfig, ...] = ()
     body_model: str = "open"
     prior: str = "open"
@@ -179,8 +180,8 @@ class FitDatasetConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.mode not in ("faithful", "fast"):
-            raise FitDatasetError(f"mode must be 'faithful' or 'fast', got {self.mode!r}")
+        if self.mode not in ("faithful", "fast", "lm"):
+            raise FitDatasetError(f"mode must be 'faithful', 'fast' or 'lm', got {self.mode!r}")
         for name in ("shard_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise FitDatasetError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -16,7 +16,7 @@ from spin.fitting import priors
 from tests.fitting.test_fit_dataset import make_dataset, make_tiny_smplify, read
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_ARGS = ["--body-model", "open-lite", "--mode", "fast", "--no-progress"]
+TINY_ARGS = ["--body-model", "open-lite", "--mode", "lm", "--no-progress"]
 OPEN_PRIOR = priors.ASSETS_DIR / priors.BUNDLED_PRIORS["open"]
 KILL_TIMEOUT_S = 60.0
 
