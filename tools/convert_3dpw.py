@@ -15,7 +15,6 @@ import sys
 from tqdm import tqdm
 
 from spin.data.convert_3dpw import SPLITS, convert_3dpw, load_3dpw_body_models
-from spin.data.formats import save_spin_npz
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,14 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         limit=args.limit,
         progress=lambda items: tqdm(items, desc=f"3DPW {args.split}", unit="sequence"),
     )
-    if conversion.num_samples == 0:
-        print(conversion.summary(), file=sys.stderr)
-        print("no samples converted; nothing written", file=sys.stderr)
-        return 1
-    path = save_spin_npz(args.out, **conversion.arrays)
-    print(conversion.summary())
-    print(f"wrote {conversion.num_samples} samples to {path}")
-    return 0
+    return conversion.write(args.out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import sys
 from tqdm import tqdm
 
 from spin.data.convert_h36m import PROTOCOLS, convert_h36m
-from spin.data.formats import save_spin_npz
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,14 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         subjects=args.subjects,
         progress=lambda items: tqdm(items, desc=f"H36M {args.protocol}", unit="sequence"),
     )
-    if conversion.num_samples == 0:
-        print(conversion.summary(), file=sys.stderr)
-        print("no samples converted; nothing written", file=sys.stderr)
-        return 1
-    path = save_spin_npz(args.out, **conversion.arrays)
-    print(conversion.summary())
-    print(f"wrote {conversion.num_samples} samples to {path}")
-    return 0
+    return conversion.write(args.out)
 
 
 if __name__ == "__main__":

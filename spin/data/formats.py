@@ -63,6 +63,7 @@ Strings are fixed-width unicode arrays, never object arrays, so files load with
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -382,3 +383,15 @@ class Conversion:
         lines += [f"skipped {count}: {reason}" for reason, count in sorted(self.skipped.items())]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+    def write(self, path: str | os.PathLike) -> int:
+        """Validate and write the arrays (atomically), report, and return a process exit code:
+        1 (and nothing written) when no sample was converted, else 0."""
+        if self.num_samples == 0:
+            print(self.summary(), file=sys.stderr)
+            print("no samples converted; nothing written", file=sys.stderr)
+            return 1
+        written = save_spin_npz(path, **self.arrays)
+        print(self.summary())
+        print(f"wrote {self.num_samples} samples to {written}")
+        return 0
