@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -92,9 +93,16 @@ def test_offline_wandb_run_has_scalars_and_panels(data_dir, tmp_path, monkeypatc
     config = tiny_config(data_dir, tmp_path, "wandb.enabled=true", "wandb.image_every=1")
     Trainer(config, progress=False).run()
     run = tmp_path / "tiny"
-    files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    # wandb's service process writes the offline run file asynchronously: wait for it.
+    content = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+        content = files[0].read_bytes() if files else b""
+        if b"loss/total" in content and b"panels/predictions" in content:
+            break
+        time.sleep(0.5)
     assert files, list((run / "wandb").rglob("*"))
-    content = files[0].read_bytes()
     assert b"loss/total" in content
     assert b"panels/predictions" in content
     assert list((run / "panels").glob("*.png"))
