@@ -58,6 +58,11 @@ class SparseJointModel(nn.Module):
         self.num_betas = body_model.num_betas
         self.register_buffer("parents", body_model.parents.clone(), persistent=False)
         self.register_buffer(
+            "subtree",
+            _subtree(body_model.parents.tolist()).to(body_model.v_template),
+            persistent=False,
+        )
+        self.register_buffer(
             "joint_template", (j_regressor @ v_template).to(dtype), persistent=False
         )
         self.register_buffer(
@@ -97,16 +102,14 @@ class SparseJointModel(nn.Module):
         )
         self.register_buffer("spin_gather", body_model.spin_gather.clone(), persistent=False)
 
-    def _subtree(self) -> Tensor:
-        """``(24, 24)``: ``[i, j] = 1`` when joint ``j`` is ``i`` or one of its descendants."""
-        parents = self.parents.tolist()
-        subtree = torch.eye(NUM_JOINTS, dtype=self.joint_template.dtype)
-        for j in range(1, NUM_JOINTS):
-            i = parents[j]
-            while i >= 0:
-                subtree[i, j] = 1.0
-                i = parents[i]
-        return subtree.to(self.joint_template.device)
+    def _rest_points(self, betas: Tensor, local_rotmats: Tensor) -> Tensor:
+        """``(B, K, 24, 3)`` folded rest points ``m_kj`` (shape and pose-corrective terms)."""
+        points = self.point_template + torch.einsum("kjdn,bn->bkjd", self.point_shapedirs, betas)
+        if self.has_posedirs:
+            eye = torch.eye(3, dtype=local_rotmats.dtype, device=local_rotmats.device)
+            features = (local_rotmats[:, 1:] - eye).reshape(local_rotmats.shape[0], -1)
+            points = points + torch.einsum("kjdp,bp->bkjd", self.point_posedirs, features)
+        return points
 
     def joints_and_jacobian(
         self, pose_rotvecs: Tensor, betas: Tensor, transl: Tensor
@@ -145,13 +148,7 @@ class SparseJointModel(nn.Module):
         joints = torch.stack(posed, dim=1)  # (B, 24, 3)
         joints_d_betas = torch.stack(rest_d, dim=1)  # (B, 24, 3, NB)
 
-        points_rest = self.point_template + torch.einsum(
-            "kjdn,bn->bkjd", self.point_shapedirs, betas
-        )
-        if self.has_posedirs:
-            eye = torch.eye(3, dtype=local.dtype, device=local.device)
-            features = (local[:, 1:] - eye).reshape(batch, -1)
-            points_rest = points_rest + torch.einsum("kjdp,bp->bkjd", self.point_posedirs, features)
+        points_rest = self._rest_points(betas, local)
         origin = joints - torch.einsum("bjrc,bjc->bjr", glob, rest)  # translation of A_j
         parts = torch.einsum("bjrc,bkjc->bkjr", glob, points_rest) + torch.einsum(
             "kj,bjr->bkjr", self.point_weight, origin
@@ -159,7 +156,7 @@ class SparseJointModel(nn.Module):
         points = parts.sum(dim=2)  # (B, K, 3)
 
         # Rotations: world-frame derivative, then local axis-angle.
-        subtree = self._subtree()
+        subtree = self.subtree
         to_local = glob @ right_jacobian_so3(rotvecs)  # (B, 24, 3, 3)
         subtree_sum = torch.einsum("ij,bkjr->bkir", subtree, parts)
         subtree_weight = self.point_weight @ subtree.T  # (K, 24)
@@ -209,18 +206,11 @@ class SparseJointModel(nn.Module):
             pose_rotmats = batch_rodrigues(pose_rotvecs.reshape(-1, 3)).reshape(
                 batch, NUM_JOINTS, 3, 3
             )
-        batch = pose_rotmats.shape[0]
         rest_joints = self.joint_template + torch.einsum("jdk,bk->bjd", self.joint_shapedirs, betas)
         joints_smpl, transforms = batch_rigid_transform(pose_rotmats, rest_joints, self.parents)
         joints_spin = None
         if self.has_joints_spin:
-            points = self.point_template + torch.einsum(
-                "kjdn,bn->bkjd", self.point_shapedirs, betas
-            )
-            if self.has_posedirs:
-                eye = torch.eye(3, dtype=pose_rotmats.dtype, device=pose_rotmats.device)
-                features = (pose_rotmats[:, 1:] - eye).reshape(batch, -1)
-                points = points + torch.einsum("kjdp,bp->bkjd", self.point_posedirs, features)
+            points = self._rest_points(betas, pose_rotmats)
             posed = torch.einsum("bjrc,bkjc->bkr", transforms[..., :3, :3], points)
             posed = posed + torch.einsum("bjr,kj->bkr", transforms[..., :3, 3], self.point_weight)
             sources = torch.cat([joints_smpl, posed], dim=1)
@@ -230,6 +220,17 @@ class SparseJointModel(nn.Module):
             if joints_spin is not None:
                 joints_spin = joints_spin + transl[:, None]
         return SparseJoints(joints_smpl, joints_spin)
+
+
+def _subtree(parents: list[int]) -> Tensor:
+    """``(24, 24)``: ``[i, j] = 1`` when joint ``j`` is ``i`` or one of its descendants."""
+    subtree = torch.eye(len(parents))
+    for j in range(1, len(parents)):
+        i = parents[j]
+        while i >= 0:
+            subtree[i, j] = 1.0
+            i = parents[i]
+    return subtree
 
 
 def _skew(v: Tensor) -> Tensor:
