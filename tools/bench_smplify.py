@@ -18,7 +18,6 @@ Usage: ``python tools/bench_smplify.py [--batch 64] [--body-model open] [--seed 
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import dataclass
 
@@ -36,8 +35,7 @@ from spin.geometry import (
     FOCAL_LENGTH,
     crop_intrinsics,
     perspective_projection,
-    rotmat_to_rotvec,
-    rotvec_to_rotmat,
+    upright_facing_camera,
     weak_perspective_to_translation,
 )
 
@@ -61,21 +59,12 @@ class Problem:
     cam_t: torch.Tensor  # (B, 3)
 
 
-def upright_orientation(yaw_deg: torch.Tensor) -> torch.Tensor:
-    """(B,) yaw in degrees -> (B, 3) axis-angle: upright in the camera frame (y down), facing
-    the camera, turned by ``yaw`` about the vertical."""
-    flip = rotvec_to_rotmat(torch.tensor([math.pi, 0.0, 0.0], dtype=yaw_deg.dtype))
-    yaw = torch.zeros(yaw_deg.shape[0], 3, dtype=yaw_deg.dtype)
-    yaw[:, 1] = torch.deg2rad(yaw_deg)
-    return rotmat_to_rotvec(flip @ rotvec_to_rotmat(yaw))
-
-
 def make_problem(body, batch: int, seed: int) -> Problem:
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     pose = torch.as_tensor(sample_poses(batch, rng), dtype=torch.float32)
     yaw = torch.as_tensor(rng.uniform(-YAW_RANGE_DEG, YAW_RANGE_DEG, batch), dtype=torch.float32)
-    pose[:, :3] = upright_orientation(yaw)
+    pose[:, :3] = upright_facing_camera(yaw)
     betas = torch.randn(batch, body.num_betas, generator=generator)
     weak = torch.zeros(batch, 3)
     weak[:, 0] = torch.empty(batch).uniform_(*WEAK_SCALE_RANGE, generator=generator)
@@ -97,7 +86,7 @@ def initialisations(problem: Problem, seed: int) -> dict[str, dict[str, torch.Te
     batch = problem.pose.shape[0]
     generator = torch.Generator().manual_seed(seed + 1)
     mean_pose = torch.zeros(batch, 72)
-    mean_pose[:, :3] = upright_orientation(torch.zeros(batch))
+    mean_pose[:, :3] = upright_facing_camera(torch.zeros(batch))
     noisy_pose = problem.pose + INIT_POSE_NOISE * torch.randn(batch, 72, generator=generator)
     noisy_pose[:, :3] = problem.pose[:, :3] + INIT_ORIENT_NOISE * torch.randn(
         batch, 3, generator=generator

@@ -19,6 +19,7 @@ from spin.geometry.rotations import (
     rotmat_to_sixd,
     rotvec_to_rotmat,
     sixd_to_rotmat,
+    upright_facing_camera,
 )
 from spin.geometry.translation import estimate_translation
 
@@ -41,5 +42,6 @@ __all__ = [
     "similarity_procrustes",
     "sixd_to_rotmat",
     "translation_to_weak_perspective",
+    "upright_facing_camera",
     "weak_perspective_to_translation",
 ]

@@ -16,6 +16,8 @@ and dtype.
 
 from __future__ import annotations
 
+import math
+
 import roma
 import torch
 
@@ -90,3 +92,13 @@ def rotmat_to_sixd(rotmat: torch.Tensor) -> torch.Tensor:
     """
     _check_trailing_shape(rotmat, (3, 3), "rotmat")
     return rotmat[..., :, :2].reshape(*rotmat.shape[:-2], 6)
+
+
+def upright_facing_camera(yaw_deg: torch.Tensor) -> torch.Tensor:
+    """Global orientation ``(..., 3)`` (axis-angle) that stands an SMPL body (y up, z front)
+    upright in the camera frame (y down, z forward), facing the camera, turned by
+    ``yaw_deg`` ``(...)`` degrees about the vertical: 180 degrees about x after the yaw."""
+    yaw = torch.zeros(*yaw_deg.shape, 3, dtype=yaw_deg.dtype, device=yaw_deg.device)
+    yaw[..., 1] = torch.deg2rad(yaw_deg)
+    flip = yaw.new_tensor([math.pi, 0.0, 0.0])
+    return rotmat_to_rotvec(rotvec_to_rotmat(flip) @ rotvec_to_rotmat(yaw))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -18,8 +16,7 @@ from spin.geometry import (
     crop_intrinsics,
     full_frame_intrinsics,
     perspective_projection,
-    rotmat_to_rotvec,
-    rotvec_to_rotmat,
+    upright_facing_camera,
     weak_perspective_to_translation,
 )
 
@@ -35,11 +32,7 @@ def prior():
 
 
 def upright(batch: int, yaw_deg: torch.Tensor | None = None) -> torch.Tensor:
-    flip = rotvec_to_rotmat(torch.tensor([math.pi, 0.0, 0.0]))
-    yaw = torch.zeros(batch, 3)
-    if yaw_deg is not None:
-        yaw[:, 1] = torch.deg2rad(yaw_deg)
-    return rotmat_to_rotvec(flip @ rotvec_to_rotmat(yaw))
+    return upright_facing_camera(torch.zeros(batch) if yaw_deg is None else yaw_deg)
 
 
 #: Everyday upright poses: SMPLify from the mean pose recovers them (crouching, kneeling or

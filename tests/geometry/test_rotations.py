@@ -91,3 +91,21 @@ def test_gradcheck_rotvec_to_rotmat():
 def test_wrong_shapes_raise_clear_errors(function, bad_shape):
     with pytest.raises(ValueError, match="expected .* of shape"):
         function(torch.zeros(bad_shape))
+
+
+def test_upright_facing_camera():
+    from spin.geometry import upright_facing_camera
+
+    rotation = rotvec_to_rotmat(upright_facing_camera(torch.tensor([0.0, 90.0])))
+    # SMPL's up (+y) becomes the camera's up (-y); its front (+z) faces the camera (-z).
+    assert torch.allclose(
+        rotation[0] @ torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0.0, -1.0, 0.0]), atol=1e-6
+    )
+    assert torch.allclose(
+        rotation[0] @ torch.tensor([0.0, 0.0, 1.0]), torch.tensor([0.0, 0.0, -1.0]), atol=1e-6
+    )
+    # A 90 degree yaw keeps the body upright and turns its front sideways.
+    assert torch.allclose(
+        rotation[1] @ torch.tensor([0.0, 1.0, 0.0]), torch.tensor([0.0, -1.0, 0.0]), atol=1e-6
+    )
+    assert abs(float((rotation[1] @ torch.tensor([0.0, 0.0, 1.0]))[2])) < 1e-6
