@@ -321,6 +321,40 @@ class SpinDataset(Dataset):
         for name in missing:
             self._bad_files[name] = "missing"
 
+    def keep_3d_labels(self, fraction: float, seed: int = 0) -> int:
+        """Hide the 3D labels (``S`` and SMPL parameters) of all but ``fraction`` of the
+        samples, so that one dataset serves experiments on how much 3D supervision is needed.
+
+        The kept samples are a prefix of a seeded permutation of the labelled samples, so a
+        larger fraction keeps a superset of a smaller one. Returns how many samples keep
+        labels; raises ``ValueError`` when the file has labels on fewer samples than asked.
+        """
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction of 3D labels must be in [0, 1], got {fraction}")
+        has_3d = self.has_smpl > 0.5
+        if self.joints_3d is not None:
+            has_3d |= (self.joints_3d[:, :, 3] > 0).any(axis=1)
+        labelled = np.flatnonzero(has_3d)
+        wanted = round(fraction * len(self))
+        if wanted > len(labelled):
+            raise ValueError(
+                f"dataset {self.name!r} has 3D labels on {len(labelled)} of {len(self)} samples "
+                f"({len(labelled) / max(len(self), 1):.0%}); cannot keep {fraction:.0%}. "
+                "Regenerate it with more 3D labels (spin-make-synthetic --fraction-3d 1)"
+            )
+        order = np.random.default_rng([int(seed), 3]).permutation(labelled)
+        hidden = order[wanted:]
+        self.has_smpl = self.has_smpl.copy()
+        self.has_smpl[hidden] = 0.0
+        # Zero the hidden values too, like a file that never had them: nothing can leak.
+        for attribute in ("joints_3d", "pose", "betas"):
+            values = getattr(self, attribute)
+            if values is not None:
+                values = values.copy()
+                values[hidden] = 0.0
+                setattr(self, attribute, values)
+        return wanted
+
     # --- bookkeeping ---------------------------------------------------------------------
 
     def __len__(self) -> int:

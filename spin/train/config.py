@@ -22,19 +22,27 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A SPIN-format dataset: ``npz`` file, image folder, sampling ratio in the mix, and
-    optionally static fits (``spin-fit-dataset`` output) to start its fits cache from."""
+    """A SPIN-format dataset: ``npz`` file, image folder, sampling ratio in the mix,
+    optionally static fits (``spin-fit-dataset`` output) to start its fits cache from, and
+    optionally the fraction of its samples that keep their 3D labels in training (the others
+    are treated as 2D-only; ``None`` keeps the file's labels)."""
 
     name: str
     npz: str
     images: str
     ratio: float = 1.0
     static_fits: str | None = None
+    fraction_3d: float | None = None
 
 
 @dataclass(frozen=True)
 class SyntheticDataConfig:
-    """The embedded default data: generated with ``spin-make-synthetic`` when missing."""
+    """The embedded default data: generated with ``spin-make-synthetic`` when missing.
+
+    The train split is generated with 3D labels on every sample; training keeps them on
+    ``fraction_3d`` of the samples (the rest are 2D-only, like in-the-wild data), so one
+    dataset serves every fraction.
+    """
 
     out_dir: str = "data/synthetic"
     num_train: int = 2000

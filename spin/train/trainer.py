@@ -51,15 +51,16 @@ def ensure_synthetic_data(config: TrainConfig) -> tuple[list[DatasetEntry], Data
         body_model=synthetic.body_model,
         seed=synthetic.seed,
     )
-    wanted = {
-        "train": (synthetic.num_train, synthetic.fraction_3d),
-        "test": (synthetic.num_test, 1.0),
-    }
-    for split, (num, fraction) in wanted.items():
+    for split, num in {"train": synthetic.num_train, "test": synthetic.num_test}.items():
         if not (out_dir / f"{split}.npz").exists():
             print(f"generating {num} synthetic {split} samples in {out_dir} (first run only)")
-            generate_synthetic(replace(base, fraction_3d=fraction), num, out_dir, split=split)
-    train = DatasetEntry("synthetic", str(out_dir / "train.npz"), str(out_dir))
+            generate_synthetic(replace(base, fraction_3d=1.0), num, out_dir, split=split)
+    train = DatasetEntry(
+        "synthetic",
+        str(out_dir / "train.npz"),
+        str(out_dir),
+        fraction_3d=synthetic.fraction_3d,
+    )
     test = DatasetEntry("synthetic_test", str(out_dir / "test.npz"), str(out_dir))
     return [train], test
 
@@ -122,6 +123,9 @@ class Trainer:
             )
             for e in train_entries
         ]
+        for dataset, entry in zip(self.train_sets, train_entries):
+            if entry.fraction_3d is not None:
+                dataset.keep_3d_labels(entry.fraction_3d, seed=config.seed)
         self.train_data = MixedDataset(
             self.train_sets,
             [e.ratio for e in train_entries],

@@ -306,3 +306,29 @@ def test_last_sample_wraps_around_and_all_bad_raises(tiny_dataset_path):
     dataset = _dataset(tiny_dataset_path)
     with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="no readable image"):
         dataset[0]
+
+
+def test_keep_3d_labels_hides_labels_on_a_nested_seeded_subset(tiny_dataset_path):
+    def kept(fraction, seed=0):
+        dataset = SpinDataset(*tiny_dataset_path, is_train=False)
+        assert dataset.keep_3d_labels(fraction, seed=seed) == round(fraction * len(dataset))
+        items = [dataset[i] for i in range(len(dataset))]
+        labelled = {i for i, item in enumerate(items) if item["has_smpl"] > 0.5}
+        with_3d = {i for i, item in enumerate(items) if item["has_pose_3d"] > 0.5}
+        assert labelled == with_3d
+        for i, item in enumerate(items):
+            if i not in labelled and i != NO_3D_SAMPLE:  # hidden: as if never there
+                assert not item["pose"].any() and not item["betas"].any()
+                assert not item["pose_3d"].any()
+        return labelled
+
+    # The fixture has 3 labelled samples of 4: keep 0, 1, 2, 3 of them.
+    subsets = [kept(k / NUM_SAMPLES) for k in range(NUM_SAMPLES)]
+    assert [len(s) for s in subsets] == [0, 1, 2, 3]
+    assert subsets[1] <= subsets[2] <= subsets[3]
+    assert NO_3D_SAMPLE not in subsets[3]
+    assert kept(0.5, seed=0) == kept(0.5, seed=0)
+    with pytest.raises(ValueError, match="3D labels on 3 of 4"):
+        kept(1.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        kept(1.5)
