@@ -23,13 +23,13 @@ M_TO_MM = 1000.0
 """Metres to millimetres, the unit benchmark numbers are reported in."""
 
 
-def _check_pair(pred: torch.Tensor, target: torch.Tensor, what: str) -> None:
+def _check_pair(pred: torch.Tensor, target: torch.Tensor, what: str, dims: int = 3) -> None:
     for name, tensor in (("pred", pred), ("target", target)):
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"expected {name} to be a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.dim() < 2 or tensor.shape[-1] != 3:
+        if tensor.dim() < 2 or tensor.shape[-1] != dims:
             raise ValueError(
-                f"expected {name} {what} of shape (B, {what[0].upper()}, 3), "
+                f"expected {name} {what} of shape (B, {what[0].upper()}, {dims}), "
                 f"got {tuple(tensor.shape)}"
             )
     if pred.shape != target.shape:
@@ -142,3 +142,37 @@ def pve(
     if target_origin is not None:
         target_vertices = target_vertices - target_origin[..., None, :]
     return torch.linalg.vector_norm(pred_vertices - target_vertices, dim=-1).mean(dim=-1)
+
+
+def rotation_error_deg(pred_rotmats: torch.Tensor, target_rotmats: torch.Tensor) -> torch.Tensor:
+    """Mean geodesic angle between corresponding rotations, per sample, in degrees.
+
+    Args:
+        pred_rotmats, target_rotmats: ``(B, J, 3, 3)`` rotation matrices (e.g. the 23
+            body-joint rotations, global orientation excluded).
+
+    Returns:
+        ``(B,)`` mean angle of ``pred^T target`` over the ``J`` rotations.
+    """
+    _check_pair(pred_rotmats, target_rotmats, "rotations")
+    relative = pred_rotmats.transpose(-1, -2) @ target_rotmats
+    cosine = (relative.diagonal(dim1=-2, dim2=-1).sum(-1) - 1.0) / 2.0
+    return torch.rad2deg(torch.arccos(cosine.clamp(-1.0, 1.0))).mean(dim=-1)
+
+
+def keypoint_error(
+    pred: torch.Tensor, target: torch.Tensor, confidence: torch.Tensor
+) -> torch.Tensor:
+    """Mean 2D distance over the keypoints with positive confidence, per sample.
+
+    Args:
+        pred, target: ``(B, K, 2)`` keypoints in one unit (e.g. crop pixels).
+        confidence: ``(B, K)``; keypoints with confidence <= 0 are ignored.
+
+    Returns:
+        ``(B,)`` mean distance (NaN for a sample with no visible keypoint).
+    """
+    _check_pair(pred, target, "keypoints", dims=2)
+    visible = (confidence > 0).to(pred.dtype)
+    distances = torch.linalg.vector_norm(pred - target, dim=-1)
+    return (distances * visible).sum(-1) / visible.sum(-1)

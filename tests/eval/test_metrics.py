@@ -74,3 +74,28 @@ def test_mismatched_shapes_raise():
         mpjpe(torch.zeros(2, 14, 3), torch.zeros(2, 17, 3))
     with pytest.raises(ValueError, match=r"\(B, J, 3\)"):
         pa_mpjpe(torch.zeros(2, 14, 2), torch.zeros(2, 14, 2))
+
+
+def test_rotation_error_is_the_geodesic_angle():
+    from spin.eval.metrics import rotation_error_deg
+    from spin.geometry import rotvec_to_rotmat
+
+    axis = torch.tensor([0.0, 0.6, 0.8], dtype=torch.float64)
+    angles = torch.tensor([0.0, 30.0, 90.0, 179.0], dtype=torch.float64)
+    target = rotvec_to_rotmat(torch.tensor([[0.3, -0.2, 0.5]] * 4, dtype=torch.float64))
+    turn = rotvec_to_rotmat(torch.deg2rad(angles)[:, None] * axis)
+    error = rotation_error_deg((target @ turn)[None], target[None])
+    assert torch.allclose(error, angles.mean()[None], atol=1e-4)
+    per_sample = rotation_error_deg((target @ turn)[:, None], target[:, None])
+    assert torch.allclose(per_sample, angles, atol=1e-4)
+
+
+def test_keypoint_error_ignores_invisible_keypoints():
+    from spin.eval.metrics import keypoint_error
+
+    target = torch.zeros(2, 3, 2)
+    pred = torch.tensor([[[3.0, 4.0], [0.0, 1.0], [100.0, 0.0]]] * 2)
+    confidence = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    error = keypoint_error(pred, target, confidence)
+    assert error[0] == 3.0  # (5 + 1) / 2; the third keypoint is invisible
+    assert torch.isnan(error[1])
