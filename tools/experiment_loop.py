@@ -16,17 +16,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-from spin.config import load_config
-from spin.train.config import TrainConfig
-from spin.train.trainer import Trainer
+from spin.train.experiments import format_table, mean_pose_baseline, train_once
 
 CONFIGS = {
     "regression_only": "configs/synthetic_regression_only.yaml",
     "static_fits": "configs/synthetic_static_fits.yaml",
     "in_loop": "configs/synthetic_spin.yaml",
+}
+COLUMNS = {
+    "MPJPE": "val/mpjpe_mm",
+    "PA-MPJPE": "val/pa_mpjpe_mm",
+    "rotation (deg)": "val/rotation_deg",
+    "2D (px)": "val/keypoints_2d_px",
+    "valid fits": "cache/fraction_valid",
+    "minutes": "minutes",
 }
 
 
@@ -37,34 +42,30 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default=",".join(CONFIGS))
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
-    results = {}
+    results = {
+        "mean pose (untrained)": mean_pose_baseline(
+            CONFIGS["regression_only"], args.overrides, args.run_dir
+        )
+    }
     for mode in args.modes.split(","):
         overrides = [
             f"num_steps={args.steps}",
-            f"run_dir={args.run_dir}",
             f"val_every={args.steps}",
-            f"checkpoint_every={args.steps}",
+            f"checkpoint_every={min(args.steps, 250)}",
             *args.overrides,
         ]
-        config = load_config(TrainConfig, CONFIGS[mode], overrides)
-        start = time.perf_counter()
-        metrics = Trainer(config).run()
-        metrics["minutes"] = (time.perf_counter() - start) / 60
-        results[mode] = metrics
-        print(mode, json.dumps({k: metrics.get(k) for k in ("val/mpjpe_mm", "val/pa_mpjpe_mm")}))
+        name = Path(CONFIGS[mode]).stem
+        results[mode] = train_once(CONFIGS[mode], overrides, name=name, run_dir=args.run_dir)
+        print(mode, json.dumps({k: results[mode].get(k) for k in COLUMNS.values()}))
     path = Path(args.run_dir) / "experiment.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
     print(f"\nsame budget: {args.steps} steps, overrides {args.overrides or 'none'}")
-    header = f"{'mode':<16} {'MPJPE':>8} {'PA-MPJPE':>9} {'valid fits':>11} {'minutes':>8}"
-    print(header)
-    print("-" * len(header))
-    for mode, m in results.items():
-        valid = m.get("cache/fraction_valid", float("nan"))
-        print(
-            f"{mode:<16} {m.get('val/mpjpe_mm', float('nan')):>8.1f} "
-            f"{m.get('val/pa_mpjpe_mm', float('nan')):>9.1f} {valid:>11.2f} {m['minutes']:>8.1f}"
-        )
+    rows = [
+        [mode] + [metrics.get(key, float("nan")) for key in COLUMNS.values()]
+        for mode, metrics in results.items()
+    ]
+    print(format_table(["mode", *COLUMNS], rows))
     print(f"results: {path}")
     return 0
 

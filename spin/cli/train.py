@@ -18,7 +18,12 @@ def build_parser() -> argparse.ArgumentParser:
             "(mode=regression_only). Runs go to RUN_DIR/NAME with config.json, checkpoint.pt, "
             "fits_cache.h5, metrics.jsonl, panels/ and an offline wandb run."
         ),
-        epilog="Example: spin-train --config configs/synthetic_spin.yaml num_steps=200",
+        epilog=(
+            "Example: spin-train --config configs/synthetic_spin.yaml num_steps=200. "
+            "Several processes (one per GPU): torchrun --nproc_per_node=N -m spin.cli.train "
+            "--config X.yaml; batch_size is then the global batch, split evenly over the "
+            "processes, and rank 0 writes every file."
+        ),
     )
     parser.add_argument("--config", help="YAML config (see configs/); defaults if omitted")
     parser.add_argument(
@@ -45,12 +50,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"spin-train: {error}", file=sys.stderr)
         return 2
+    from spin.train.distributed import cleanup_distributed
     from spin.train.trainer import Trainer
 
-    trainer = Trainer(config, resume=args.resume, progress=not args.no_progress)
-    metrics = trainer.run()
-    summary = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("val/", "loss/total"))}
-    print(f"done: {trainer.run_dir} at step {trainer.step} {summary}")
+    try:
+        trainer = Trainer(config, resume=args.resume, progress=not args.no_progress)
+        metrics = trainer.run()
+    finally:
+        cleanup_distributed()
+    if trainer.distributed.is_main:
+        summary = {
+            k: round(v, 4) for k, v in metrics.items() if k.startswith(("val/", "loss/total"))
+        }
+        print(f"done: {trainer.run_dir} at step {trainer.step} {summary}")
     return 0
 
 

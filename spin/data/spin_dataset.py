@@ -29,6 +29,14 @@ Errors and bad samples:
   scales and missing image files raise :class:`DatasetFormatError` naming what is
   wrong (missing files: the first few and the count). ``allow_missing=True``
   turns missing files into load-time skips instead.
+- A file with no samples raises :class:`DatasetFormatError` at construction.
+- Non-finite labels never reach a loss: at construction a 2D keypoint with a NaN or
+  infinite value gets zero coordinates and confidence, a sample whose ``S`` has one
+  loses its whole 3D label (all confidences 0: its pelvis would be wrong), and a
+  sample with a non-finite ``pose``, ``shape`` or ``has_smpl`` loses its SMPL label
+  (zeros, ``has_smpl`` 0). The samples stay in the dataset (their images and other
+  labels still train); the drops are counted (:attr:`SpinDataset.dropped_labels`,
+  :meth:`SpinDataset.summary`) and reported in one warning.
 - At load time an unreadable image (missing or corrupt) never raises: the sample is
   replaced by the next readable one (index + 1, + 2, ... wrapping around), the skip
   is counted (:attr:`SpinDataset.skipped`, :meth:`SpinDataset.summary`) and a
@@ -38,6 +46,11 @@ Errors and bad samples:
 
 Augmentation is drawn per sample from ``(seed, epoch, index[, draw])``, so an item
 is reproducible; call :meth:`SpinDataset.set_epoch` at the start of each epoch.
+
+The network input ``img`` is the RGB crop by default, or an intermediate representation
+(a one-hot part map read from a segmentation folder, or keypoint heatmaps; see
+:mod:`spin.data.representations`). A missing or unreadable part map is handled like an
+unreadable image.
 """
 
 from __future__ import annotations
@@ -67,6 +80,16 @@ from spin.data.augment import (
     sample_augmentation,
     transform_points,
     warp_image,
+)
+from spin.data.representations import (
+    HEATMAP_SIGMA,
+    INPUT_REPRESENTATIONS,
+    heatmap_keypoints,
+    keypoint_heatmaps,
+    part_map_one_hot,
+    part_map_path,
+    read_part_map,
+    warp_part_map,
 )
 from spin.geometry.cameras import CROP_SIZE
 
@@ -233,6 +256,11 @@ class SpinDataset(Dataset):
             construction.
         allow_pickle: let numpy unpickle object arrays in the ``.npz`` (trusted
             files only).
+        input_representation: what ``img`` is: ``"rgb"``, ``"part_segmentation"`` or
+            ``"keypoint_heatmaps"`` (:mod:`spin.data.representations`).
+        part_maps: segmentation folder, needed for ``"part_segmentation"``
+            (:func:`~spin.data.representations.part_map_path` gives the layout).
+        heatmap_sigma: heatmap Gaussian std as a fraction of ``img_size``.
 
     Items are dicts (see :meth:`__getitem__`).
     """
@@ -248,8 +276,26 @@ class SpinDataset(Dataset):
         seed: int = 0,
         allow_missing: bool = False,
         allow_pickle: bool = False,
+        input_representation: str = "rgb",
+        part_maps: str | os.PathLike | None = None,
+        heatmap_sigma: float = HEATMAP_SIGMA,
     ) -> None:
         npz_path = Path(npz_path)
+        if input_representation not in INPUT_REPRESENTATIONS:
+            raise ValueError(
+                f"unknown input_representation {input_representation!r}; expected one of "
+                f"{list(INPUT_REPRESENTATIONS)}"
+            )
+        if input_representation == "part_segmentation" and part_maps is None:
+            raise ValueError(
+                f"dataset {npz_path}: input_representation 'part_segmentation' needs a folder "
+                "of part maps; set part_maps (the dataset entry's part_maps in a config)"
+            )
+        if heatmap_sigma <= 0:
+            raise ValueError(f"heatmap_sigma must be > 0, got {heatmap_sigma}")
+        self.input_representation = input_representation
+        self.part_maps = Path(part_maps) if part_maps is not None else None
+        self.heatmap_sigma = float(heatmap_sigma)
         self.name = name if name is not None else npz_path.stem
         self.image_folder = Path(image_folder)
         self.img_size = int(img_size)
@@ -262,6 +308,11 @@ class SpinDataset(Dataset):
 
         arrays = _load_npz(npz_path, allow_pickle)
         num = validate_annotations(arrays, source=str(npz_path))
+        if num == 0:
+            raise DatasetFormatError(
+                f"{npz_path}: no samples ('imgname' is empty); a dataset needs at least one "
+                "sample, so remove this one from the configuration or regenerate it"
+            )
         self.imgname = _strings(arrays["imgname"])
         self.center = np.asarray(arrays["center"], dtype=np.float64)
         self.scale = np.asarray(arrays["scale"], dtype=np.float64)
@@ -288,10 +339,13 @@ class SpinDataset(Dataset):
         self.gender = _strings(arrays["gender"]) if "gender" in arrays else np.full(num, "n")
         self.intrinsics = optional("intrinsics")
         self.transl = optional("transl")
+        self.dropped_labels = self._drop_nonfinite_labels(npz_path)
 
         self._bad_files: dict[str, str] = {}  # imgname -> why it cannot be read
         self._skip_counts: Counter[str] = Counter()
         self._check_image_files(allow_missing)
+        if self.input_representation == "part_segmentation":
+            self._check_part_map_files(allow_missing)
 
     # --- construction checks -----------------------------------------------------------
 
@@ -320,6 +374,73 @@ class SpinDataset(Dataset):
         )
         for name in missing:
             self._bad_files[name] = "missing"
+
+    def _drop_nonfinite_labels(self, source: Path) -> dict[str, int]:
+        """Zero the labels holding NaN or inf (see the module docstring); returns how many
+        samples lost each kind of label (kinds with none are left out)."""
+        dropped: dict[str, int] = {}
+        first: dict[str, int] = {}
+
+        def record(kind: str, bad_samples: np.ndarray) -> None:
+            if bad_samples.any():
+                dropped[kind] = int(bad_samples.sum())
+                first[kind] = int(np.flatnonzero(bad_samples)[0])
+
+        bad_keypoints = ~np.isfinite(self.keypoints).all(axis=-1)  # (N, 49)
+        self.keypoints[bad_keypoints] = 0.0
+        record("2D keypoints", bad_keypoints.any(axis=-1))
+        if self.joints_3d is not None:
+            bad = ~np.isfinite(self.joints_3d).all(axis=(1, 2))
+            self.joints_3d[bad] = 0.0
+            record("3D joints", bad)
+        bad = ~np.isfinite(self.has_smpl)
+        for values in (self.pose, self.betas):
+            if values is not None:
+                bad |= ~np.isfinite(values).all(axis=-1)
+        for values in (self.pose, self.betas):
+            if values is not None:
+                values[bad] = 0.0
+        self.has_smpl[bad] = 0.0
+        record("SMPL pose/shape", bad)
+        if dropped:
+            details = ", ".join(
+                f"{kind} of {count} sample(s) (first: sample {first[kind]})"
+                for kind, count in dropped.items()
+            )
+            warnings.warn(
+                f"dataset {self.name!r} ({source}): NaN or infinite labels dropped: {details}; "
+                "those samples train without them",
+                stacklevel=3,
+            )
+        return dropped
+
+    def _check_part_map_files(self, allow_missing: bool) -> None:
+        missing = [
+            name
+            for name in dict.fromkeys(self.imgname)
+            if not part_map_path(self.part_maps, name).is_file()
+        ]
+        if not missing:
+            return
+        shown = ", ".join(
+            str(part_map_path(self.part_maps, n)) for n in missing[:MISSING_FILES_SHOWN]
+        )
+        more = len(missing) - MISSING_FILES_SHOWN
+        more = f" and {more} more" if more > 0 else ""
+        if not allow_missing:
+            raise DatasetFormatError(
+                f"dataset {self.name!r}: {len(missing)} part map(s) missing under "
+                f"{self.part_maps}: {shown}{more}. Point part_maps at the segmentation folder "
+                "(synthetic data: regenerate with write_part_maps), or pass allow_missing=True "
+                "to skip those samples at load time"
+            )
+        warnings.warn(
+            f"dataset {self.name!r}: {len(missing)} part map(s) missing under {self.part_maps} "
+            f"({shown}{more}); their samples will be skipped",
+            stacklevel=3,
+        )
+        for name in missing:
+            self._bad_files.setdefault(name, "part map missing")
 
     def keep_3d_labels(self, fraction: float, seed: int = 0) -> int:
         """Hide the 3D labels (``S`` and SMPL parameters) of all but ``fraction`` of the
@@ -377,9 +498,14 @@ class SpinDataset(Dataset):
         return dict(self._skip_counts)
 
     def summary(self) -> str:
-        """One line on this dataset's skipped samples, naming the files."""
+        """One line on this dataset's skipped samples, naming the files, and on the samples
+        whose non-finite labels were dropped."""
+        dropped = "".join(
+            f"; {kind} dropped (NaN/inf) on {count} sample(s)"
+            for kind, count in self.dropped_labels.items()
+        )
         if not self._skip_counts:
-            return f"dataset {self.name!r}: {len(self)} samples, none skipped"
+            return f"dataset {self.name!r}: {len(self)} samples, none skipped{dropped}"
         files = [
             f"{name} ({self._bad_files.get(name, 'unreadable')}, {count}x)"
             for name, count in self._skip_counts.most_common(MISSING_FILES_SHOWN)
@@ -388,7 +514,7 @@ class SpinDataset(Dataset):
         tail = f" and {more} more" if more > 0 else ""
         return (
             f"dataset {self.name!r}: {len(self)} samples, {self.skipped} load(s) skipped "
-            f"over {len(self._skip_counts)} unreadable file(s): {', '.join(files)}{tail}"
+            f"over {len(self._skip_counts)} unreadable file(s): {', '.join(files)}{tail}{dropped}"
         )
 
     def augmentation_params(self, index: int, draw: int | None = None) -> AugmentationParams:
@@ -426,6 +552,25 @@ class SpinDataset(Dataset):
         self._skip_counts[name] += 1
         return None
 
+    def _read_part_map(self, index: int) -> np.ndarray | None:
+        """The sample's part map, or None (counted, warned once) when it cannot be used."""
+        name = str(self.imgname[index])
+        path = part_map_path(self.part_maps, name)
+        if name not in self._bad_files:
+            try:
+                return read_part_map(path)
+            except FileNotFoundError:
+                self._bad_files[name] = "part map missing"
+            except _UNREADABLE_IMAGE_ERRORS as error:
+                self._bad_files[name] = f"part map unusable: {type(error).__name__}: {error}"
+            warnings.warn(
+                f"dataset {self.name!r}: cannot use part map {path} ({self._bad_files[name]}); "
+                "using another sample instead",
+                stacklevel=3,
+            )
+        self._skip_counts[name] += 1
+        return None
+
     def __getitem__(self, index: int) -> dict:
         return self.get(index)
 
@@ -444,7 +589,9 @@ class SpinDataset(Dataset):
         Returns:
             A dict with torch tensors (float32 unless noted):
 
-            - ``img`` ``(3, S, S)`` ImageNet-normalised crop;
+            - ``img`` ``(3, S, S)`` ImageNet-normalised crop, or with another
+              ``input_representation`` ``(25, S, S)`` one-hot part map or keypoint
+              heatmaps (:mod:`spin.data.representations`);
             - ``keypoints`` ``(49, 3)`` SPIN-49 keypoints in normalised crop
               coordinates + confidence, augmented;
             - ``keypoints_orig`` ``(49, 3)`` the same in original pixels, un-augmented;
@@ -467,27 +614,54 @@ class SpinDataset(Dataset):
         if not -num <= index < num:
             raise IndexError(f"index {index} out of range for dataset {self.name!r} of {num}")
         index = int(index) % num
+        part_map = None
         for offset in range(num):
             sample = (index + offset) % num
             image = self._read_image(sample)
-            if image is not None:
+            if image is None:
+                continue
+            if self.input_representation != "part_segmentation":
                 break
+            part_map = self._read_part_map(sample)
+            if part_map is not None and part_map.shape == (image.height, image.width):
+                break
+            if part_map is not None:  # a map of another image size cannot be aligned
+                name = str(self.imgname[sample])
+                self._bad_files[name] = (
+                    f"part map of size {part_map.shape[::-1]}, image {image.size}"
+                )
+                warnings.warn(
+                    f"dataset {self.name!r}: part map of {name} is {part_map.shape[1]}x"
+                    f"{part_map.shape[0]} but the image is {image.width}x{image.height}; "
+                    "using another sample instead",
+                    stacklevel=2,
+                )
+                self._skip_counts[name] += 1
         else:
             raise RuntimeError(f"no readable image left; {self.summary()}")
         if params is None:
             params = self.augmentation_params(sample, draw)
-        item = self._make_item(sample, image, params)
+        item = self._make_item(sample, image, params, part_map)
         item["requested_index"] = index
         return item
 
-    def _make_item(self, index: int, image: Image.Image, params: AugmentationParams) -> dict:
+    def _make_item(
+        self,
+        index: int,
+        image: Image.Image,
+        params: AugmentationParams,
+        part_map: np.ndarray | None = None,
+    ) -> dict:
         size = self.img_size
         scale = self.scale[index] * params.scale_factor
         center = self.center[index]
         rotation, flip = params.rotation_deg, params.flip
 
         crop_affine = crop_transform(center, scale, size, rotation, flip)
-        img = _normalize_image(warp_image(image, crop_affine, size), params.pixel_noise)
+        if self.input_representation == "rgb":
+            img = _normalize_image(warp_image(image, crop_affine, size), params.pixel_noise)
+        elif self.input_representation == "part_segmentation":
+            img = part_map_one_hot(warp_part_map(part_map, crop_affine, size, flip))
 
         keypoints_orig = self.keypoints[index]
         unflipped = crop_transform(center, scale, size, rotation, flip=False)
@@ -497,6 +671,8 @@ class SpinDataset(Dataset):
         keypoints = crop_pixels_to_normalized(keypoints, size)
         if flip:
             keypoints = flip_keypoints(keypoints, "spin49")
+        if self.input_representation == "keypoint_heatmaps":
+            img = keypoint_heatmaps(heatmap_keypoints(keypoints), size, self.heatmap_sigma)
 
         if self.joints_3d is not None:
             pose_3d = rotate_joints_3d(self.joints_3d[index], rotation)

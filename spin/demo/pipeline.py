@@ -357,6 +357,11 @@ def load_regressor(path: str | os.PathLike) -> Regressor:
 
     state = load_checkpoint(Path(path))
     config = build_config(TrainConfig, state["config"])
+    if config.data.input_representation != "rgb":
+        raise ValueError(
+            f"{path}: the regressor was trained on {config.data.input_representation} "
+            "inputs; the demo feeds RGB crops"
+        )
     # The checkpoint holds every weight and the mean parameters: don't read the files
     # they were initialised from.
     hmr_config = replace(

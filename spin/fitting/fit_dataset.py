@@ -14,12 +14,13 @@ What is fitted, and in which frame (SPIN's static fits):
   with the crop camera lands on the crop keypoints.
 
 The work is split into shards of consecutive samples (:func:`shard_ranges`). Each finished
-shard is written atomically to ``OUT.shards/shard_XXXXX.npz`` with a hash of everything the
-fits depend on (settings and input data); a restarted run skips finished shards and refuses
-shards of another configuration. When every shard is done they are merged into the HDF5 file
-``OUT`` (written to ``OUT.tmp`` and moved into place), so a killed run never leaves a partial
-output. A sample's fit depends only on its own data and its shard's batch composition, both
-fixed by the configuration, so an interrupted and resumed run writes the same numbers as an
+shard is written atomically (temporary file, fsync, rename, folder fsync) to
+``OUT.shards/shard_XXXXX.npz`` with a hash of everything the fits depend on (settings and
+input data); a restarted run skips finished shards and refuses shards of another
+configuration. When every shard is done they are merged into the HDF5 file ``OUT`` (written
+to ``OUT.tmp``, fsynced and moved into place), so a killed run never leaves a partial output.
+A sample's fit depends only on its own data and its shard's batch composition, both fixed by
+the configuration, so an interrupted and resumed run writes the same numbers as an
 uninterrupted one, bit for bit. A different ``shard_size`` or ``batch_size`` changes the
 batches, and with them the float32 round-off of the batched linear algebra (~1e-6), which
 Levenberg-Marquardt's accept/reject steps can amplify (~1e-4 in the tests); those two sizes
@@ -59,6 +60,7 @@ from spin.body import load_body_model
 from spin.body.joint_conventions import SPIN_49
 from spin.data.augment import BOX_SIZE_PER_SCALE
 from spin.data.formats import NUM_GT_JOINTS, NUM_OPENPOSE_JOINTS
+from spin.fitting.fits_cache import _fsync_path
 from spin.fitting.smplify import IGNORED_JOINTS, SMPLify, SMPLifyConfig, StageConfig
 from spin.geometry import CROP_SIZE, FOCAL_LENGTH, crop_intrinsics, estimate_translation
 
@@ -693,10 +695,13 @@ def write_shard(path: Path, fits: Fits, config_hash: str, start: int, stop: int)
                 start=np.array(start),
                 stop=np.array(stop),
             )
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_path(path.parent, directory=True)
 
 
 def read_shard(path: Path, config_hash: str, start: int, stop: int) -> Fits:
@@ -788,10 +793,12 @@ def merge_shards(
             ).attrs["description"] = DATASET_DESCRIPTIONS["imgname"]
             for key, value in attrs.items():
                 f.attrs[key] = value
+        _fsync_path(tmp)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync_path(out.parent, directory=True)
     return fits
 
 

@@ -1,29 +1,59 @@
 """Checkpoints: model, optimiser, step, RNG state and the resolved config, written atomically.
 
-The fits cache is saved next to the checkpoint (``fits_cache.h5``) at the same moments, so a
-killed run resumes with the cache of its last checkpoint. Files are written to a temporary
-name, flushed to disk and renamed, so a crash never leaves a half-written checkpoint.
-Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+Every file is written to a temporary name, flushed and fsynced, then renamed over the real
+name (and the folder fsynced), so a crash or ``kill -9`` leaves either the previous complete
+file or the new one, never a half-written one.
+
+The fits cache of a run is saved at the same moments, and the pair is committed as one:
+:func:`save_checkpoint` writes the cache to ``fits_cache.pending.h5`` first, then the
+checkpoint (the commit point), then renames the pending cache to ``fits_cache.h5``.
+:func:`settle_fits_cache`, called on resume, finishes a commit a kill interrupted (the
+pending cache has the checkpoint's step: rename it) or drops an uncommitted one (any other
+step), so a resumed run always gets the cache of its checkpoint's step.
+
+Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot run code, and one holding
+anything but tensors and plain containers is refused with an error naming the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
 from pathlib import Path
 
 import torch
 
-__all__ = ["CHECKPOINT_NAME", "atomic_torch_save", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CACHE_NAME",
+    "CHECKPOINT_NAME",
+    "CONFIG_NAME",
+    "PENDING_CACHE_NAME",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "load_checkpoint",
+    "save_checkpoint",
+    "settle_fits_cache",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
+CACHE_NAME = "fits_cache.h5"
+PENDING_CACHE_NAME = "fits_cache.pending.h5"
+TMP_SUFFIX = ".tmp"
+CHECKPOINT_KEYS = ("step", "model", "optimizer", "torch_rng", "config", "extra")
+DAMAGED_HINT = (
+    "checkpoints are written atomically, so the file was damaged afterwards (a full disk, a "
+    "copy cut short, a bad sync): restore it from a backup, or start the run again without "
+    "--resume"
+)
 
 
 def _fsync_directory(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
-    except OSError:
+    except OSError:  # some platforms (Windows) cannot open folders; nothing to sync there
         return
     try:
         os.fsync(fd)
@@ -31,23 +61,64 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to ``path`` via a temporary file, fsync and rename."""
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(handle)`` on ``PATH.tmp``, fsync it, rename it to ``path``, fsync the
+    folder; a failure removes the temporary file and leaves ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_directory(path.parent)
 
 
+def atomic_torch_save(obj, path: Path) -> None:
+    """``torch.save`` to ``path`` via a temporary file, fsync and rename."""
+    _atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file (UTF-8) via a temporary file, fsync and rename."""
+    _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
 def save_checkpoint(
-    run_dir: Path, model, optimizer, step: int, config: dict, extra: dict | None = None
+    run_dir: Path,
+    model,
+    optimizer,
+    step: int,
+    config: dict,
+    extra: dict | None = None,
+    cache=None,
+    modules: dict[str, dict] | None = None,
 ) -> Path:
-    """Write ``run_dir/checkpoint.pt`` (and ``config.json``) for ``step`` completed steps."""
+    """Write ``run_dir/checkpoint.pt`` (and ``config.json``) for ``step`` completed steps.
+
+    Args:
+        run_dir: the run's folder.
+        model, optimizer: whose ``state_dict`` to save.
+        step: completed training steps.
+        config: the resolved configuration (JSON-able dict).
+        extra: small JSON-able run state.
+        cache: a :class:`~spin.fitting.fits_cache.FitsCache` to commit with the checkpoint
+            as ``run_dir/fits_cache.h5`` (see the module doc), or None.
+        modules: name -> state dict of further components (tensors, numbers, plain
+            containers: e.g. a discriminator, its optimiser and an RNG state).
+
+    Returns:
+        The checkpoint's path.
+    """
+    run_dir = Path(run_dir)
+    pending = run_dir / PENDING_CACHE_NAME
+    if cache is not None:
+        cache.save(pending, step=step)
     state = {
         "step": step,
         "model": model.state_dict(),
@@ -56,23 +127,86 @@ def save_checkpoint(
         "config": json.dumps(config),
         "extra": json.dumps(extra or {}),
     }
-    path = Path(run_dir) / CHECKPOINT_NAME
+    if modules:
+        state["modules"] = modules
+    path = run_dir / CHECKPOINT_NAME
     atomic_torch_save(state, path)
-    config_path = Path(run_dir) / CONFIG_NAME
-    config_path.write_text(json.dumps(config, indent=2))
+    if cache is not None:
+        os.replace(pending, run_dir / CACHE_NAME)
+        _fsync_directory(run_dir)
+    atomic_write_text(run_dir / CONFIG_NAME, json.dumps(config, indent=2))
     return path
+
+
+def settle_fits_cache(run_dir: Path, step: int) -> Path | None:
+    """Finish or drop a cache commit that a kill interrupted (see the module doc).
+
+    Args:
+        run_dir: the run's folder.
+        step: the step of the checkpoint being resumed.
+
+    Returns:
+        ``run_dir/fits_cache.h5`` if it exists afterwards, else None.
+    """
+    from spin.fitting.fits_cache import FitsCache, FitsCacheError
+
+    run_dir = Path(run_dir)
+    pending, path = run_dir / PENDING_CACHE_NAME, run_dir / CACHE_NAME
+    if pending.exists():
+        try:
+            pending_step = FitsCache.load(pending).step
+        except FitsCacheError as error:
+            warnings.warn(f"ignoring an unreadable pending fits cache: {error}", stacklevel=2)
+            pending_step = None
+        if pending_step == step:  # the checkpoint landed, the rename did not
+            os.replace(pending, path)
+        else:  # killed before the checkpoint: the pending cache is ahead of it
+            pending.unlink()
+        _fsync_directory(run_dir)
+    return path if path.exists() else None
 
 
 def load_checkpoint(path: Path, model=None, optimizer=None) -> dict:
     """Read a checkpoint safely; load the states into ``model``/``optimizer`` when given and
-    restore the torch RNG. Returns ``{"step", "config", "extra"}``."""
+    restore the torch RNG. Returns ``{"step", "config", "extra", "modules"}`` (``modules``:
+    the state dicts given to :func:`save_checkpoint`, ``{}`` when none were).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is truncated or corrupt, holds objects other than tensors and
+            plain containers (refused without running any code), or lacks a checkpoint's
+            entries; the message names the file.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling refused or a corrupt file
-        raise ValueError(f"cannot load checkpoint {path}: {error}") from None
+        reason = " ".join(str(error).split())
+        if "Weights only load failed" in reason:
+            found = re.search(r"GLOBAL ([\w.]+)", reason)
+            what = f"a {found.group(1)} object" if found else "an object"
+            raise ValueError(
+                f"refusing to load checkpoint {path}: it holds {what}, not only tensors and "
+                "plain containers, and loading it could run code (nothing was run); a "
+                "spin-train checkpoint never holds one, so the file was made or altered "
+                "elsewhere"
+            ) from None
+        raise ValueError(
+            f"cannot load checkpoint {path} ({type(error).__name__}: {reason[:300]}); it is "
+            f"truncated or corrupt: {DAMAGED_HINT}"
+        ) from None
+    missing = (
+        [key for key in CHECKPOINT_KEYS if key not in state]
+        if isinstance(state, dict)
+        else list(CHECKPOINT_KEYS)
+    )
+    if missing:
+        raise ValueError(
+            f"{path} is not a spin-train checkpoint: it lacks {missing} (a checkpoint is a "
+            f"dict with {list(CHECKPOINT_KEYS)})"
+        )
     if model is not None:
         model.load_state_dict(state["model"])
     if optimizer is not None:
@@ -82,4 +216,5 @@ def load_checkpoint(path: Path, model=None, optimizer=None) -> dict:
         "step": int(state["step"]),
         "config": json.loads(state["config"]),
         "extra": json.loads(state["extra"]),
+        "modules": state.get("modules", {}),
     }

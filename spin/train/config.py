@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from spin.data.augment import AugmentationConfig
+from spin.data.representations import HEATMAP_SIGMA, input_channels
 from spin.fitting.fits_cache import FitsCacheConfig
 from spin.fitting.smplify import SMPLifyConfig
+from spin.regressor.backbones import RGB_CHANNELS
 from spin.regressor.hmr import HMRConfig
+from spin.train.adversarial import AdversarialConfig
 
 __all__ = [
+    "AdversarialConfig",
     "DataConfig",
     "DatasetEntry",
     "LossConfig",
     "SyntheticDataConfig",
     "TrainConfig",
     "WandbConfig",
+    "resolve_input_channels",
 ]
 
 
@@ -25,7 +30,10 @@ class DatasetEntry:
     """A SPIN-format dataset: ``npz`` file, image folder, sampling ratio in the mix,
     optionally static fits (``spin-fit-dataset`` output) to start its fits cache from, and
     optionally the fraction of its samples that keep their 3D labels in training (the others
-    are treated as 2D-only; ``None`` keeps the file's labels)."""
+    are treated as 2D-only; ``None`` keeps the file's labels), and the folder of its part
+    maps, needed only with ``data.input_representation=part_segmentation``
+    (:func:`spin.data.representations.part_map_path` gives the layout; the synthetic data's
+    is set automatically)."""
 
     name: str
     npz: str
@@ -33,6 +41,7 @@ class DatasetEntry:
     ratio: float = 1.0
     static_fits: str | None = None
     fraction_3d: float | None = None
+    part_maps: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,14 @@ class SyntheticDataConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """Training mix and validation split. With ``synthetic`` set and ``train`` empty, the
-    synthetic train/test splits are used (and generated if missing)."""
+    synthetic train/test splits are used (and generated if missing).
+
+    ``input_representation`` is what the network sees, for training and validation alike:
+    ``rgb`` (the crop), ``part_segmentation`` (one-hot part map, 25 channels) or
+    ``keypoint_heatmaps`` (BODY_25 Gaussian heatmaps, 25 channels, std ``heatmap_sigma``
+    times the crop side); see :mod:`spin.data.representations`. The backbone's input
+    channels follow it (:func:`resolve_input_channels`).
+    """
 
     train: tuple[DatasetEntry, ...] = ()
     val: DatasetEntry | None = None
@@ -65,6 +81,8 @@ class DataConfig:
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     num_workers: int = 0
     val_samples: int = 200
+    input_representation: Literal["rgb", "part_segmentation", "keypoint_heatmaps"] = "rgb"
+    heatmap_sigma: float = HEATMAP_SIGMA
 
 
 @dataclass(frozen=True)
@@ -95,6 +113,7 @@ class TrainConfig:
 
     ``mode``: ``regression_only`` (no fits: 2D and available 3D/SMPL ground truth),
     ``static_fits`` (fits cache read, never updated) or ``in_loop`` (SPIN).
+    ``adversarial``: HMR's adversarial pose/shape prior, off by default.
     """
 
     name: str = "spin"
@@ -108,6 +127,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     batch_size: int = 64
     lr: float = 5e-5
     num_steps: int = 1000
@@ -117,3 +137,26 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 0
+
+
+def resolve_input_channels(config: TrainConfig) -> TrainConfig:
+    """The config with the backbone's input channels set by ``data.input_representation``.
+
+    An ``hmr.backbone.in_channels`` left at 3 (the default) becomes the representation's
+    channel count, so ``data.input_representation=part_segmentation`` alone is enough; the
+    resolved value is what gets saved with checkpoints. Raises ``ValueError`` for an
+    explicit count that does not match.
+    """
+    representation = config.data.input_representation
+    wanted = input_channels(representation)
+    backbone = config.hmr.backbone
+    if backbone.in_channels == wanted:
+        return config
+    if representation == "rgb" or backbone.in_channels != RGB_CHANNELS:
+        raise ValueError(
+            f"data.input_representation={representation} gives {wanted} input channels but "
+            f"hmr.backbone.in_channels={backbone.in_channels}; leave in_channels at its "
+            "default (it is set from the representation) or make them agree"
+        )
+    hmr = replace(config.hmr, backbone=replace(backbone, in_channels=wanted))
+    return replace(config, hmr=hmr)

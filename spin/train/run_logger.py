@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from spin.geometry import CROP_SIZE, FOCAL_LENGTH
+from spin.train.checkpoint import CONFIG_NAME, atomic_write_text
 from spin.train.config import WandbConfig
 
-__all__ = ["RunLogger", "panel_images"]
+__all__ = ["NullLogger", "RunLogger", "panel_images"]
 
 PANEL_SAMPLES = 4
 PRED_COLOR = (0.55, 0.7, 0.95)
@@ -25,10 +26,14 @@ def _crop_camera(size: int) -> np.ndarray:
     return np.array([[focal, 0.0, size / 2], [0.0, focal, size / 2], [0.0, 0.0, 1.0]])
 
 
-def panel_images(last, body_model, samples: int = PANEL_SAMPLES) -> np.ndarray:
+def panel_images(
+    last, body_model, samples: int = PANEL_SAMPLES, representation: str = "rgb"
+) -> np.ndarray:
     """A grid: for a few samples of the last batch, the input crop, the predicted mesh over
-    it and (in the loop) the SMPLify fit over it. ``last`` = (batch, prediction, body, fit)."""
-    from spin.data.spin_dataset import denormalize_image
+    it and (in the loop) the SMPLify fit over it. ``last`` = (batch, prediction, body, fit).
+    A part-map or heatmap input (``representation``) is shown in colour
+    (:func:`spin.data.representations.input_to_rgb`)."""
+    from spin.data.representations import input_to_rgb
     from spin.render.figures import grid_image
     from spin.render.mesh_renderer import MeshRenderer
 
@@ -48,7 +53,7 @@ def panel_images(last, body_model, samples: int = PANEL_SAMPLES) -> np.ndarray:
     tiles, labels = [], []
     with MeshRenderer((size, size)) as renderer:
         for i in range(count):
-            image = denormalize_image(batch["img"][i].detach().cpu())
+            image = input_to_rgb(batch["img"][i], representation)
             tiles.append(image)
             labels.append("input")
             vertices = body.vertices[i].detach().cpu().numpy()
@@ -71,7 +76,8 @@ class RunLogger:
         self.metrics_path = self.run_dir / "metrics.jsonl"
         if not resume and self.metrics_path.exists():
             self.metrics_path.unlink()
-        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
+        atomic_write_text(self.run_dir / CONFIG_NAME, json.dumps(config, indent=2))
+        self.input_representation = config["data"]["input_representation"]
         self.wandb_run = None
         if wandb_config.enabled and wandb_config.mode != "disabled":
             os.environ.setdefault("WANDB_MODE", wandb_config.mode)
@@ -96,7 +102,7 @@ class RunLogger:
             self.wandb_run.log(scalars, step=step)
 
     def log_panel(self, last, body_model, step: int) -> None:
-        image = panel_images(last, body_model)
+        image = panel_images(last, body_model, representation=self.input_representation)
         path = self.run_dir / "panels" / f"step_{step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         from spin.render.figures import save_png
@@ -111,3 +117,16 @@ class RunLogger:
         if self.wandb_run is not None:
             self.wandb_run.finish()
             self.wandb_run = None
+
+
+class NullLogger:
+    """A :class:`RunLogger` that writes nothing: the logger of every rank but rank 0."""
+
+    def log(self, scalars: dict, step: int) -> None:
+        pass
+
+    def log_panel(self, last, body_model, step: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass

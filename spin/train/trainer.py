@@ -1,7 +1,8 @@
 """The SPIN training loop: regressor, SMPLify in the loop, persistent fits cache.
 
 A run lives in ``run_dir/name``: ``config.json``, ``checkpoint.pt`` and ``fits_cache.h5``
-(written together, atomically, every ``checkpoint_every`` steps and at the end),
+(committed together, atomically, every ``checkpoint_every`` steps and at the end; see
+:mod:`spin.train.checkpoint`),
 ``metrics.jsonl`` (one line per log), and wandb's offline run under ``wandb/``.
 """
 
@@ -24,20 +25,41 @@ from spin.body.joint_conventions import H36M_TO_LSP14
 from spin.config import config_to_dict
 from spin.data.mixed_dataset import MixedDataset
 from spin.data.spin_dataset import SpinDataset
-from spin.eval.metrics import M_TO_MM, center_on, mpjpe, pa_mpjpe
+from spin.eval.metrics import (
+    M_TO_MM,
+    center_on,
+    keypoint_error,
+    mpjpe,
+    pa_mpjpe,
+    rotation_error_deg,
+)
 from spin.fitting.fits_cache import FitsCache
 from spin.fitting.priors import load_pose_prior
 from spin.fitting.smplify import SMPLify
-from spin.geometry import crop_intrinsics
+from spin.geometry import crop_intrinsics, perspective_projection, rotvec_to_rotmat
 from spin.regressor.hmr import build_hmr
 from spin.train import step as steps
-from spin.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from spin.train.config import DatasetEntry, TrainConfig
-from spin.train.run_logger import RunLogger
+from spin.train.adversarial import add_adversarial_loss, build_adversarial_prior
+from spin.train.checkpoint import (
+    CHECKPOINT_NAME,
+    load_checkpoint,
+    save_checkpoint,
+    settle_fits_cache,
+)
+from spin.train.config import DatasetEntry, TrainConfig, resolve_input_channels
+from spin.train.distributed import (
+    RankBatches,
+    barrier,
+    init_distributed,
+    local_batch_size,
+    main_first,
+    mean_over_ranks,
+    update_cache_everywhere,
+    wrap_model,
+)
+from spin.train.run_logger import NullLogger, RunLogger
 
 __all__ = ["Trainer", "ensure_synthetic_data"]
-
-CACHE_NAME = "fits_cache.h5"
 
 
 def ensure_synthetic_data(config: TrainConfig) -> tuple[list[DatasetEntry], DatasetEntry]:
@@ -55,13 +77,15 @@ def ensure_synthetic_data(config: TrainConfig) -> tuple[list[DatasetEntry], Data
         if not (out_dir / f"{split}.npz").exists():
             print(f"generating {num} synthetic {split} samples in {out_dir} (first run only)")
             generate_synthetic(replace(base, fraction_3d=1.0), num, out_dir, split=split)
+    parts = str(out_dir / "parts")  # the renderer's exact part maps
     train = DatasetEntry(
         "synthetic",
         str(out_dir / "train.npz"),
         str(out_dir),
         fraction_3d=synthetic.fraction_3d,
+        part_maps=parts,
     )
-    test = DatasetEntry("synthetic_test", str(out_dir / "test.npz"), str(out_dir))
+    test = DatasetEntry("synthetic_test", str(out_dir / "test.npz"), str(out_dir), part_maps=parts)
     return [train], test
 
 
@@ -92,24 +116,34 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, resume: bool = False, progress: bool = True):
-        self.config = config
+        # The backbone's input channels follow data.input_representation.
+        self.config = config = resolve_input_channels(config)
         self.progress = progress
         self.run_dir = Path(config.run_dir) / config.name
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
-        self.device = torch.device(config.device)
+        # One process, or one rank of a torchrun launch (spin.train.distributed).
+        self.distributed = init_distributed(config.device)
+        local_batch_size(config.batch_size, self.distributed.world_size)  # divisible, or fail now
+        self.device = self.distributed.device
 
         self.body_model = load_body_model(config.body_model).to(self.device)
         self.model = build_hmr(config.hmr, self.body_model).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.adversarial = None  # HMR's discriminators, their optimiser and pose corpus
+        if config.adversarial.enabled:
+            self.adversarial = build_adversarial_prior(
+                config.adversarial, self.body_model.num_betas, config.seed, self.device
+            )
 
         train_entries, val_entry = list(config.data.train), config.data.val
         if not train_entries:
             if config.data.synthetic is None:
                 raise ValueError("data.train is empty and data.synthetic is null: no data")
-            train_entries, synthetic_val = ensure_synthetic_data(config)
+            with main_first(self.distributed):  # rank 0 generates missing data
+                train_entries, synthetic_val = ensure_synthetic_data(config)
             val_entry = val_entry or synthetic_val
         self.train_sets = [
             SpinDataset(
@@ -120,10 +154,13 @@ class Trainer:
                 augmentation=config.data.augmentation,
                 is_train=True,
                 seed=config.seed,
+                input_representation=config.data.input_representation,
+                part_maps=e.part_maps,
+                heatmap_sigma=config.data.heatmap_sigma,
             )
             for e in train_entries
         ]
-        for dataset, entry in zip(self.train_sets, train_entries):
+        for dataset, entry in zip(self.train_sets, train_entries, strict=True):
             if entry.fraction_3d is not None:
                 dataset.keep_3d_labels(entry.fraction_3d, seed=config.seed)
         self.train_data = MixedDataset(
@@ -140,6 +177,9 @@ class Trainer:
                 name=val_entry.name,
                 img_size=config.data.img_size,
                 is_train=False,
+                input_representation=config.data.input_representation,
+                part_maps=val_entry.part_maps,
+                heatmap_sigma=config.data.heatmap_sigma,
             )
 
         self.smplify = None
@@ -147,16 +187,39 @@ class Trainer:
         if config.mode != "regression_only":
             prior = load_pose_prior(config.pose_prior).to(self.device)
             self.smplify = SMPLify(self.body_model, prior, config.smplify)
-            self.cache = self._initial_cache(train_entries)
+            with main_first(self.distributed):  # rank 0 makes missing static fits
+                self.cache = self._initial_cache(train_entries)
 
         self.step = 0
-        if resume and (self.run_dir / CHECKPOINT_NAME).exists():
-            state = load_checkpoint(self.run_dir / CHECKPOINT_NAME, self.model, self.optimizer)
-            self.step = state["step"]
-            if self.cache is not None and (self.run_dir / CACHE_NAME).exists():
-                self.cache = FitsCache.load(self.run_dir / CACHE_NAME)
-            print(f"resumed {self.run_dir} at step {self.step}")
-        self.logger = RunLogger(self.run_dir, config_to_dict(config), config.wandb, resume)
+        # Rank 0 first: it settles an interrupted cache commit before the others read.
+        with main_first(self.distributed):
+            if resume and (self.run_dir / CHECKPOINT_NAME).exists():
+                state = load_checkpoint(self.run_dir / CHECKPOINT_NAME, self.model, self.optimizer)
+                self.step = state["step"]
+                if self.adversarial is not None:
+                    if "adversarial" in state["modules"]:
+                        self.adversarial.load_state_dict(state["modules"]["adversarial"])
+                    else:
+                        print("warning: the checkpoint has no discriminator; starting a new one")
+                cache_path = settle_fits_cache(self.run_dir, self.step)
+                if self.cache is not None and cache_path is not None:
+                    self.cache = FitsCache.load(cache_path)
+                    if self.cache.step != self.step:
+                        print(
+                            f"warning: {cache_path} holds the fits of step {self.cache.step}, the "
+                            f"checkpoint is at step {self.step}: the resumed run is not exact"
+                        )
+                print(f"resumed {self.run_dir} at step {self.step}")
+        if self.distributed.is_main:
+            self.logger = RunLogger(self.run_dir, config_to_dict(config), config.wandb, resume)
+        else:
+            self.logger = NullLogger()
+        # What the training forward runs: DDP over self.model with several processes.
+        self.train_model = wrap_model(self.model, self.distributed)
+        if self.adversarial is not None:
+            self.adversarial.train_discriminator = wrap_model(
+                self.adversarial.discriminator, self.distributed
+            )
 
     def _initial_cache(self, entries: list[DatasetEntry]) -> FitsCache:
         sizes = {dataset.name: len(dataset) for dataset in self.train_sets}
@@ -200,7 +263,7 @@ class Trainer:
         batch = _to(batch, self.device)
         timings = {}
         start = time.perf_counter()
-        prediction, body = steps.regress(self.model, batch["img"], self.body_model)
+        prediction, body = steps.regress(self.train_model, batch["img"], self.body_model)
         timings["time/forward"] = time.perf_counter() - start
 
         fits = None
@@ -223,7 +286,9 @@ class Trainer:
                 )
                 timings["time/smplify"] = time.perf_counter() - start
                 start = time.perf_counter()
-                updated = self.cache.update_if_better(
+                updated = update_cache_everywhere(  # gathered over ranks
+                    self.distributed,
+                    self.cache,
                     names,
                     *view,
                     result.pose_rotvecs,
@@ -245,9 +310,17 @@ class Trainer:
         supervision = steps.select_supervision(batch, fits, config.fits)
         start = time.perf_counter()
         losses = steps.compute_losses(prediction, body, batch, supervision, config.loss)
+        if self.adversarial is not None:
+            adversarial = self.adversarial.encoder_loss(prediction.pose_rotmats, prediction.betas)
+            weight, scale = config.adversarial.weight, config.loss.scale
+            add_adversarial_loss(losses, adversarial, weight, scale)
         self.optimizer.zero_grad()
         losses["total"].backward()
         self.optimizer.step()
+        if self.adversarial is not None:  # then one discriminator step on the prediction
+            losses["discriminator"] = self.adversarial.step(
+                prediction.pose_rotmats, prediction.betas
+            )
         timings["time/backward"] = time.perf_counter() - start
         scalars = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
         scalars["supervision/fraction"] = float(supervision.valid.float().mean())
@@ -260,8 +333,10 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """MPJPE and PA-MPJPE (mm, H36M regressor, 14 LSP joints) on the held-out split."""
-        if self.val_data is None:
+        """Held-out metrics on the samples with SMPL ground truth: MPJPE and PA-MPJPE (mm,
+        H36M regressor, 14 LSP joints), the mean angle of the 23 body-joint rotations
+        (degrees) and the 2D error of the 24 ground-truth keypoints (pixels of the 224 crop)."""
+        if self.val_data is None or not self.distributed.is_main:  # rank 0 validates
             return {}
         self.model.eval()
         count = min(len(self.val_data), self.config.data.val_samples)
@@ -271,38 +346,52 @@ class Trainer:
             collate_fn=_collate,
             generator=torch.Generator().manual_seed(self.config.seed),
         )
-        errors, pa_errors = [], []
+        errors: dict[str, list] = {"mpjpe_mm": [], "pa_mpjpe_mm": [], "rotation_deg": []}
+        errors["keypoints_2d_px"] = []
         index = list(H36M_TO_LSP14)
         for batch in loader:
             batch = _to(batch, self.device)
             has_smpl = batch["has_smpl"] > 0.5
             if not has_smpl.any():
                 continue
-            _, body = steps.regress(self.model, batch["img"], self.body_model)
+            prediction, body = steps.regress(self.model, batch["img"], self.body_model)
             truth = self.body_model(pose_rotvecs=batch["pose"], betas=batch["betas"])
             pred = center_on(body.joints_h36m, 0)[has_smpl][:, index]
             gt = center_on(truth.joints_h36m, 0)[has_smpl][:, index]
-            errors.append(mpjpe(pred, gt))
-            pa_errors.append(pa_mpjpe(pred, gt))
-        if not errors:
+            errors["mpjpe_mm"].append(mpjpe(pred, gt) * M_TO_MM)
+            errors["pa_mpjpe_mm"].append(pa_mpjpe(pred, gt) * M_TO_MM)
+            target_rotmats = rotvec_to_rotmat(batch["pose"].reshape(-1, 24, 3))
+            errors["rotation_deg"].append(
+                rotation_error_deg(prediction.pose_rotmats[:, 1:], target_rotmats[:, 1:])[has_smpl]
+            )
+            intrinsics = crop_intrinsics(has_smpl.shape, like=body.joints_spin)
+            first = steps.NUM_OPENPOSE  # the 24 ground-truth keypoints follow OpenPose's 25
+            projected = perspective_projection(body.joints_spin[:, first:], intrinsics)
+            keypoints = steps.crop_pixels(batch["keypoints"][:, first:])
+            errors["keypoints_2d_px"].append(
+                keypoint_error(projected, keypoints[..., :2], keypoints[..., 2])[has_smpl]
+            )
+        if not errors["mpjpe_mm"]:
             return {}
-        return {
-            "val/mpjpe_mm": float(torch.cat(errors).mean() * M_TO_MM),
-            "val/pa_mpjpe_mm": float(torch.cat(pa_errors).mean() * M_TO_MM),
-        }
+        return {f"val/{k}": float(torch.cat(v).nanmean()) for k, v in errors.items()}
 
     # ------------------------------------------------------------------ loop
 
     def save(self) -> None:
-        save_checkpoint(
-            self.run_dir,
-            self.model,
-            self.optimizer,
-            self.step,
-            config_to_dict(self.config),
-        )
-        if self.cache is not None:
-            self.cache.save(self.run_dir / CACHE_NAME)
+        """Checkpoint and fits cache, written by rank 0; every rank waits for them."""
+        if self.distributed.is_main:
+            save_checkpoint(
+                self.run_dir,
+                self.model,
+                self.optimizer,
+                self.step,
+                config_to_dict(self.config),
+                cache=self.cache,  # committed together with the checkpoint
+                modules=(
+                    {"adversarial": self.adversarial.state_dict()} if self.adversarial else None
+                ),
+            )
+        barrier(self.distributed)
 
     def run(self, max_steps: int | None = None) -> dict:
         """Train until ``num_steps`` (or ``max_steps`` more steps); returns the last metrics."""
@@ -310,18 +399,24 @@ class Trainer:
         end = (
             config.num_steps if max_steps is None else min(config.num_steps, self.step + max_steps)
         )
-        indices = range(self.step * config.batch_size, end * config.batch_size)
         loader = DataLoader(
-            torch.utils.data.Subset(self.train_data, indices),
-            batch_size=config.batch_size,
-            shuffle=False,
+            self.train_data,
+            # Step k: items [k*B, (k+1)*B) of the mix, this rank's contiguous share of them.
+            batch_sampler=RankBatches(
+                self.step,
+                end,
+                config.batch_size,
+                self.distributed.rank,
+                self.distributed.world_size,
+            ),
             num_workers=config.data.num_workers,
             collate_fn=_collate,
             # Its own generator: iterating a loader must not consume the global RNG that
             # dropout uses, or a resumed run would diverge from an uninterrupted one.
             generator=torch.Generator().manual_seed(config.seed + self.step),
         )
-        bar = tqdm(total=end - self.step, desc=config.name, disable=not self.progress, unit="step")
+        show = self.progress and self.distributed.is_main
+        bar = tqdm(total=end - self.step, desc=config.name, disable=not show, unit="step")
         metrics: dict = {}
         window_start = time.perf_counter()
         data_start = time.perf_counter()
@@ -340,6 +435,7 @@ class Trainer:
                 scalars["lr"] = self.optimizer.param_groups[0]["lr"]
                 if self.cache is not None:
                     scalars.update({f"cache/{k}": v for k, v in self.cache.statistics().items()})
+                scalars = mean_over_ranks(self.distributed, scalars)
                 self.logger.log(scalars, self.step)
                 metrics.update(scalars)
                 window_start = time.perf_counter()
@@ -364,5 +460,6 @@ class Trainer:
             if dataset.skipped:
                 print(dataset.summary())
         self.logger.finish()
-        (self.run_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
+        if self.distributed.is_main:
+            (self.run_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics

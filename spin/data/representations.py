@@ -1,0 +1,271 @@
+"""What the network sees: the RGB crop, or an intermediate representation of the person.
+
+Neural Body Fitting (Omran et al., 3DV 2018) regresses SMPL from a body-part segmentation
+instead of the image; keypoint heatmaps are the other usual intermediate representation.
+Either removes appearance (clothing, lighting, background) from the input, so that a
+regressor trained on synthetic people can transfer to real images given a good enough
+segmenter or keypoint detector. Three representations (``DataConfig.input_representation``):
+
+``rgb`` (default)
+    ``(3, S, S)`` ImageNet-normalised crop.
+``part_segmentation``
+    ``(25, S, S)`` one-hot part map: channel 0 the background, channel ``p + 1`` SMPL part
+    ``p`` (:mod:`spin.render.part_maps`). One-hot (rather than a label image) because the
+    labels are categories, not intensities; it is NBF's input with SMPL's 24 parts. The
+    part map is cropped with the image's crop transform, nearest-neighbour (labels never
+    blend), and a horizontal flip also swaps the left and right parts' labels, so a
+    flipped crop shows a mirrored person with correct sides. Synthetic data has the
+    renderer's exact part maps (``out_dir/parts``); real images need a segmentation
+    folder (:func:`part_map_path` says where each map is looked up).
+``keypoint_heatmaps``
+    ``(25, S, S)`` Gaussian heatmaps of the OpenPose BODY_25 keypoints, drawn on the
+    augmented keypoints, peak = keypoint confidence (clipped to [0, 1]), sigma
+    ``heatmap_sigma`` times the crop side. In the wild these keypoints would come from a
+    detector, so a sample's OpenPose block (detector-like) is used whenever it has a
+    keypoint with confidence > 0; otherwise its ground-truth block, placed in the BODY_25
+    channels of the points both conventions share (nose, eyes, ears, shoulders, elbows,
+    wrists, knees, ankles); the neck, hips and feet channels then stay empty because the
+    datasets' neck and hips are other points than OpenPose's.
+
+The one-hot and heatmap inputs are floats like the image: at 224 px one item is 5 MB.
+The backbone's first layer takes :func:`input_channels` channels (the trainer sets
+``hmr.backbone.in_channels``; pretrained RGB filters are adapted by
+:func:`spin.regressor.backbones.adapt_first_conv`).
+"""
+
+from __future__ import annotations
+
+import colorsys
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from spin.body.joint_conventions import OPENPOSE_25, SMPL_24, flip_permutation
+from spin.data.augment import SPIN_GT_24, crop_normalized_to_pixels
+from spin.render.part_maps import NUM_PARTS, part_map_to_rgb
+
+__all__ = [
+    "HEATMAP_SIGMA",
+    "INPUT_REPRESENTATIONS",
+    "InputRepresentation",
+    "flip_part_labels",
+    "heatmap_keypoints",
+    "input_channels",
+    "input_to_rgb",
+    "keypoint_heatmaps",
+    "part_map_one_hot",
+    "part_map_path",
+    "read_part_map",
+    "warp_part_map",
+]
+
+InputRepresentation = Literal["rgb", "part_segmentation", "keypoint_heatmaps"]
+INPUT_REPRESENTATIONS: tuple[str, ...] = ("rgb", "part_segmentation", "keypoint_heatmaps")
+
+NUM_OPENPOSE = OPENPOSE_25.num_joints
+NUM_LABELS = NUM_PARTS + 1
+"""Part-map labels: the background and SMPL's 24 parts."""
+
+HEATMAP_SIGMA = 0.025
+"""Default heatmap Gaussian standard deviation as a fraction of the crop side (5.6 px at
+224 px, 1.6 px at 64 px)."""
+
+_CHANNELS = {"rgb": 3, "part_segmentation": NUM_LABELS, "keypoint_heatmaps": NUM_OPENPOSE}
+
+# Label permutation of a horizontal flip: label p + 1 <-> label flip(p) + 1, background 0.
+_PART_LABEL_FLIP = np.array([0] + [p + 1 for p in flip_permutation(SMPL_24)], dtype=np.uint8)
+
+# BODY_25 channel <- ground-truth joint, for the points both conventions denote.
+_GT_POSITION = {point: i for i, point in enumerate(SPIN_GT_24.points)}
+_HEATMAP_FROM_GT = [
+    (channel, _GT_POSITION[point])
+    for channel, point in enumerate(OPENPOSE_25.points)
+    if point in _GT_POSITION
+]
+
+PART_MAP_SUFFIX = ".png"
+
+
+def input_channels(representation: str) -> int:
+    """Channels of the network input for a representation (3, 25 or 25)."""
+    try:
+        return _CHANNELS[representation]
+    except KeyError:
+        raise ValueError(
+            f"unknown input representation {representation!r}; expected one of "
+            f"{list(INPUT_REPRESENTATIONS)}"
+        ) from None
+
+
+# --- part maps --------------------------------------------------------------------------------
+
+
+def part_map_path(folder: str | Path, imgname: str) -> Path:
+    """Where the part map of image ``imgname`` lives in a segmentation folder.
+
+    Two layouts are accepted, tried in this order: the image folder's layout mirrored
+    (``folder/<imgname with suffix .png>``, e.g. ``seg/courtyard/image_00000.png``), or
+    flat by file stem (``folder/<stem>.png``: the synthetic generator's ``parts/``).
+    Returns the first that exists, else the mirrored one (for the error message).
+    """
+    folder = Path(folder)
+    mirrored = folder / Path(imgname).with_suffix(PART_MAP_SUFFIX)
+    if mirrored.is_file():
+        return mirrored
+    flat = folder / (Path(imgname).stem + PART_MAP_SUFFIX)
+    return flat if flat.is_file() else mirrored
+
+
+def read_part_map(path: str | Path) -> np.ndarray:
+    """A part-map image as ``(H, W)`` uint8 labels in [0, 24].
+
+    Raises:
+        ValueError: the file is not a single-channel label image with values in [0, 24]
+            (e.g. a colour-coded visualisation).
+        OSError: it cannot be read.
+    """
+    with Image.open(path) as image:
+        labels = np.asarray(image)
+    if labels.ndim != 2:
+        raise ValueError(
+            f"part map {path} has shape {labels.shape}; expected a single-channel image of "
+            f"labels (0 background, 1..{NUM_PARTS} SMPL parts), not a colour rendering"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > NUM_PARTS):
+        raise ValueError(
+            f"part map {path} has labels up to {labels.max()}; expected 0..{NUM_PARTS}"
+        )
+    return labels.astype(np.uint8)
+
+
+def flip_part_labels(part_map):
+    """Swap left and right part labels (``(..., H, W)`` integer array or tensor); the
+    pixels stay where they are (mirror the image separately)."""
+    if isinstance(part_map, torch.Tensor):
+        table = torch.as_tensor(_PART_LABEL_FLIP, device=part_map.device).long()
+        return table[part_map.long()].to(part_map.dtype)
+    return _PART_LABEL_FLIP[np.asarray(part_map)].astype(np.asarray(part_map).dtype)
+
+
+def warp_part_map(
+    part_map: np.ndarray, affine: np.ndarray, out_size: int, flip: bool
+) -> np.ndarray:
+    """Crop a part map like the image: nearest neighbour, background outside.
+
+    Args:
+        part_map: ``(H, W)`` uint8 labels.
+        affine: ``(2, 3)`` map from original to crop pixels
+            (:func:`~spin.data.augment.crop_transform`, with ``flip`` already in it).
+        out_size: crop side in pixels.
+        flip: whether ``affine`` mirrors; the left/right labels are then swapped too.
+
+    Returns:
+        ``(out_size, out_size)`` uint8 labels.
+    """
+    from spin.data.augment import invert_affine
+
+    inverse = invert_affine(affine)  # crop pixels -> original pixels, as warp_image uses
+    warped = Image.fromarray(np.ascontiguousarray(part_map, dtype=np.uint8), mode="L").transform(
+        (int(out_size), int(out_size)),
+        Image.Transform.AFFINE,
+        data=tuple(inverse.ravel()),
+        resample=Image.Resampling.NEAREST,
+        fillcolor=0,
+    )
+    labels = np.asarray(warped)
+    return flip_part_labels(labels) if flip else labels
+
+
+def part_map_one_hot(labels: np.ndarray) -> torch.Tensor:
+    """``(S, S)`` labels in [0, 24] -> ``(25, S, S)`` float32 one-hot."""
+    labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+    return torch.nn.functional.one_hot(labels, NUM_LABELS).permute(2, 0, 1).float().contiguous()
+
+
+# --- keypoint heatmaps ------------------------------------------------------------------------
+
+
+def heatmap_keypoints(keypoints: np.ndarray) -> np.ndarray:
+    """The BODY_25 keypoints a sample's heatmaps show (module docstring).
+
+    Args:
+        keypoints: ``(49, 3)`` SPIN-49 keypoints (any coordinates) + confidence.
+
+    Returns:
+        ``(25, 3)``: the OpenPose block if any of its confidences is > 0, else the
+        ground-truth block's shared points in BODY_25 order (zeros elsewhere).
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    if keypoints.shape != (NUM_OPENPOSE + SPIN_GT_24.num_joints, 3):
+        raise ValueError(f"expected SPIN-49 keypoints of shape (49, 3), got {keypoints.shape}")
+    openpose = keypoints[:NUM_OPENPOSE]
+    if (openpose[:, 2] > 0).any():
+        return openpose.copy()
+    selected = np.zeros((NUM_OPENPOSE, 3))
+    for channel, gt in _HEATMAP_FROM_GT:
+        selected[channel] = keypoints[NUM_OPENPOSE + gt]
+    return selected
+
+
+def keypoint_heatmaps(
+    keypoints: np.ndarray, out_size: int, sigma: float = HEATMAP_SIGMA
+) -> torch.Tensor:
+    """Gaussian heatmaps of keypoints in normalised crop coordinates.
+
+    Args:
+        keypoints: ``(K, 3)`` x, y in ``[-1, 1]`` crop coordinates + confidence.
+        out_size: crop side S in pixels.
+        sigma: Gaussian standard deviation as a fraction of S.
+
+    Returns:
+        ``(K, S, S)`` float32; channel k peaks at keypoint k with value
+        ``clip(confidence_k, 0, 1)`` (zero where the confidence is zero).
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    if keypoints.ndim != 2 or keypoints.shape[1] != 3:
+        raise ValueError(f"expected keypoints of shape (K, 3), got {keypoints.shape}")
+    if sigma <= 0:
+        raise ValueError(f"heatmap sigma must be > 0 (a fraction of the crop), got {sigma}")
+    pixels = crop_normalized_to_pixels(keypoints, out_size)
+    centres = np.arange(out_size) + 0.5  # pixel i covers [i, i + 1)
+    std = sigma * out_size
+    gx = np.exp(-((centres[None, :] - pixels[:, :1]) ** 2) / (2 * std**2))  # (K, S)
+    gy = np.exp(-((centres[None, :] - pixels[:, 1:2]) ** 2) / (2 * std**2))
+    peak = np.clip(keypoints[:, 2], 0.0, 1.0)
+    heatmaps = peak[:, None, None] * gy[:, :, None] * gx[:, None, :]
+    return torch.from_numpy(heatmaps.astype(np.float32))
+
+
+# --- visualisation ----------------------------------------------------------------------------
+
+
+def _heatmap_palette(num: int) -> np.ndarray:
+    hues = (np.arange(num) * 0.618033988749895) % 1.0
+    return np.array([colorsys.hsv_to_rgb(h, 0.8, 1.0) for h in hues])
+
+
+def input_to_rgb(img, representation: str) -> np.ndarray:
+    """A network input as an ``(S, S, 3)`` uint8 picture: the crop itself, the coloured
+    part map (:func:`spin.render.part_maps.part_map_to_rgb`), or each pixel's strongest
+    heatmap in that keypoint's colour."""
+    from spin.data.spin_dataset import denormalize_image
+
+    if isinstance(img, torch.Tensor):
+        img = img.detach().cpu().numpy()
+    img = np.asarray(img, dtype=np.float32)
+    channels = input_channels(representation)
+    if img.ndim != 3 or img.shape[0] != channels:
+        raise ValueError(
+            f"expected a {representation} input of shape ({channels}, S, S), got {img.shape}"
+        )
+    if representation == "rgb":
+        return denormalize_image(img)
+    if representation == "part_segmentation":
+        return part_map_to_rgb(img.argmax(axis=0).astype(np.uint8))
+    strongest = img.argmax(axis=0)
+    value = np.clip(img.max(axis=0), 0.0, 1.0)
+    rgb = _heatmap_palette(channels)[strongest] * value[..., None]
+    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
