@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from spin.train.trainer import Trainer
-from tests.train.test_trainer import tiny_config
+from tests.train.tiny import tiny_config
 
 OVERRIDES = [
     "num_steps=3",

@@ -29,7 +29,7 @@ from spin.data.synthetic import SyntheticConfig, generate_synthetic
 from spin.fitting.fits_cache import FitsCache, FitsCacheConfig, FitsCacheError
 from spin.train import checkpoint as ckpt
 from spin.train.trainer import Trainer
-from tests.train.test_trainer import tiny_config
+from tests.train.tiny import tiny_config
 
 NUM_SAMPLES = 5
 CORRUPT_IMAGE_SAMPLE = 4

@@ -28,7 +28,7 @@ from spin.train.checkpoint import CACHE_NAME, CHECKPOINT_NAME, PENDING_CACHE_NAM
 from spin.train.trainer import Trainer
 from tests.cli.test_fit_dataset import TINY_ARGS
 from tests.fitting.test_fit_dataset import make_dataset, make_tiny_smplify, read
-from tests.train.test_trainer import TINY, tiny_config
+from tests.train.tiny import TINY, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 NUM_STEPS = 12

@@ -24,7 +24,7 @@ from spin.train.checkpoint import load_checkpoint
 from spin.train.config import TrainConfig
 from spin.train.distributed import RankBatches, cleanup_distributed, local_batch_size
 from spin.train.trainer import Trainer
-from tests.train.test_trainer import TINY, tiny_config
+from tests.train.tiny import TINY, tiny_config
 
 STEPS, BATCH = 3, 4
 #: In the loop with a frozen model: SMPLify's fits depend only on each sample.
@@ -40,11 +40,6 @@ EQUALITY_OVERRIDES = [
     "threads=1",
     "wandb.image_every=0",
 ]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("synthetic_tiny")
 
 
 def _free_port() -> int:

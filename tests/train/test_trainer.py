@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,22 +11,7 @@ from spin.config import load_config
 from spin.fitting.fits_cache import FitsCache
 from spin.train.config import TrainConfig
 from spin.train.trainer import Trainer
-
-REPO = Path(__file__).resolve().parents[2]
-TINY = REPO / "configs" / "tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("synthetic_tiny")
-
-
-def tiny_config(data_dir, run_dir, *overrides) -> TrainConfig:
-    return load_config(
-        TrainConfig,
-        TINY,
-        [f"data.synthetic.out_dir={data_dir}", f"run_dir={run_dir}", *overrides],
-    )
+from tests.train.tiny import REPO, tiny_config
 
 
 @pytest.mark.parametrize("mode", ["regression_only", "static_fits", "in_loop"])

@@ -10,7 +10,7 @@ import torch
 
 from spin.train.config import resolve_input_channels
 from spin.train.trainer import Trainer
-from tests.train.test_trainer import data_dir, tiny_config  # noqa: F401 (data_dir: fixture)
+from tests.train.tiny import tiny_config
 
 ADVERSARIAL = ["adversarial.enabled=true", "adversarial.corpus_size=64"]
 
