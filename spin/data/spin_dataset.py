@@ -535,38 +535,37 @@ class SpinDataset(Dataset):
 
     def _read_image(self, index: int) -> Image.Image | None:
         """The sample's RGB image, or None (counted, warned once) when it is unreadable."""
+
+        def read(path: Path) -> Image.Image:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+
         name = str(self.imgname[index])
-        if name not in self._bad_files:
-            try:
-                with Image.open(self.image_folder / name) as image:
-                    return image.convert("RGB")
-            except FileNotFoundError:
-                self._bad_files[name] = "missing"
-            except _UNREADABLE_IMAGE_ERRORS as error:
-                self._bad_files[name] = f"corrupt: {type(error).__name__}: {error}"
-            warnings.warn(
-                f"dataset {self.name!r}: cannot read image {self.image_folder / name} "
-                f"({self._bad_files[name]}); using another sample instead",
-                stacklevel=3,
-            )
-        self._skip_counts[name] += 1
-        return None
+        return self._read_or_skip(name, self.image_folder / name, read, "image", ("", "corrupt"))
 
     def _read_part_map(self, index: int) -> np.ndarray | None:
         """The sample's part map, or None (counted, warned once) when it cannot be used."""
         name = str(self.imgname[index])
         path = part_map_path(self.part_maps, name)
+        return self._read_or_skip(
+            name, path, read_part_map, "part map", ("part map ", "part map unusable")
+        )
+
+    def _read_or_skip(self, name: str, path: Path, read, what: str, labels: tuple[str, str]):
+        """``read(path)``, or None when the file of sample ``name`` cannot be used: the
+        reason is remembered (``labels``: prefix of "missing", word for a corrupt file), the
+        first failure warned about, every skip counted."""
         if name not in self._bad_files:
             try:
-                return read_part_map(path)
+                return read(path)
             except FileNotFoundError:
-                self._bad_files[name] = "part map missing"
+                self._bad_files[name] = f"{labels[0]}missing"
             except _UNREADABLE_IMAGE_ERRORS as error:
-                self._bad_files[name] = f"part map unusable: {type(error).__name__}: {error}"
+                self._bad_files[name] = f"{labels[1]}: {type(error).__name__}: {error}"
             warnings.warn(
-                f"dataset {self.name!r}: cannot use part map {path} ({self._bad_files[name]}); "
+                f"dataset {self.name!r}: cannot use {what} {path} ({self._bad_files[name]}); "
                 "using another sample instead",
-                stacklevel=3,
+                stacklevel=4,
             )
         self._skip_counts[name] += 1
         return None
