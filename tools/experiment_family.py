@@ -95,13 +95,14 @@ def plot_fractions(results: dict, baseline: float, path: Path) -> None:
 
     figure = Figure(figsize=(6.4, 4.2), dpi=120)
     axes = figure.subplots()
-    for label, series in results.items():
-        fractions = sorted(series)
-        values = [series[f].get("val/pa_mpjpe_mm", float("nan")) for f in fractions]
-        axes.plot([100 * f for f in fractions], values, marker="o", label=label)
+    fractions = sorted({f for series in results.values() for f in series})
+    for label, series in results.items():  # fractions evenly spaced: 0 has no logarithm
+        x = [fractions.index(f) for f in sorted(series)]
+        values = [series[f].get("val/pa_mpjpe_mm", float("nan")) for f in sorted(series)]
+        axes.plot(x, values, marker="o", label=label)
     axes.axhline(baseline, color="grey", linestyle="--", label="mean pose (untrained)")
-    axes.set_xscale("symlog", linthresh=5)
-    axes.set_xlabel("training samples with 3D labels (%)")
+    axes.set_xticks(range(len(fractions)), [f"{f:.0%}" for f in fractions])
+    axes.set_xlabel("training samples with 3D labels")
     axes.set_ylabel("held-out PA-MPJPE (mm)")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
