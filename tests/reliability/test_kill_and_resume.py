@@ -93,6 +93,23 @@ def assert_same_cache(path_a: Path, path_b: Path) -> None:
             np.testing.assert_array_equal(cache_b.arrays(name)[key], value, err_msg=key)
 
 
+def kill_when(command: list[str], cwd: Path, reached, rng, jitter_s: float) -> None:
+    """Start ``command``, wait until ``reached()`` (or it exits, or the start-up timeout),
+    wait a random moment of up to ``jitter_s``, then SIGKILL it and check it died of it."""
+    process = subprocess.Popen(
+        command, cwd=cwd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while process.poll() is None and time.monotonic() < deadline:
+        if reached():
+            break
+        time.sleep(POLL_S)
+    time.sleep(rng.uniform(0.0, jitter_s))
+    process.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate()
+    assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+
+
 def test_training_killed_at_random_moments_resumes_to_the_uninterrupted_result(tmp_path):
     data = tmp_path / "data"
     reference = Trainer(tiny_config(data, tmp_path / "reference", *TRAIN_OVERRIDES), progress=False)
@@ -121,22 +138,14 @@ def test_training_killed_at_random_moments_resumes_to_the_uninterrupted_result(t
         low = min(checkpoint_step + 1, last_target)
         target = rng.randint(low, min(checkpoint_step + 4, last_target))
         skip = len(metrics.read_text().splitlines()) if metrics.exists() else 0
-        process = subprocess.Popen(
+        # Killed at a random moment of the next step or its save.
+        kill_when(
             command,
-            cwd=tmp_path,
-            env=subprocess_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            tmp_path,
+            lambda: max(logged_steps(metrics, skip), default=0) >= target,  # noqa: B023
+            rng,
+            0.4,
         )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while process.poll() is None and time.monotonic() < deadline:
-            if max(logged_steps(metrics, skip), default=0) >= target:
-                break
-            time.sleep(POLL_S)
-        time.sleep(rng.uniform(0.0, 0.4))  # a random moment of the next step or its save
-        process.send_signal(signal.SIGKILL)
-        _, stderr = process.communicate()
-        assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
         done = max(logged_steps(metrics, skip), default=0)
         assert done >= target, f"step {target} not reached in {STARTUP_TIMEOUT_S} s"
 
@@ -188,22 +197,14 @@ def test_fit_dataset_killed_at_random_moments_resumes_to_the_same_file(tmp_path,
         before = len(list(shards.glob(fd.SHARD_GLOB)))
         last_target = FIT_SAMPLES - 3  # leaves the run a few shards to be killed in
         target = rng.randint(min(before + 1, last_target), min(before + 2, last_target))
-        process = subprocess.Popen(
+        # Killed at a random moment of the next shard or its write.
+        kill_when(
             [sys.executable, "-c", code, *args, "-o", str(out)],
-            cwd=REPO,
-            env=subprocess_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            REPO,
+            lambda: len(list(shards.glob(fd.SHARD_GLOB))) >= target,  # noqa: B023
+            rng,
+            0.1,
         )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while process.poll() is None and time.monotonic() < deadline:
-            if len(list(shards.glob(fd.SHARD_GLOB))) >= target:
-                break
-            time.sleep(POLL_S)
-        time.sleep(rng.uniform(0.0, 0.1))  # a random moment of the next shard or its write
-        process.send_signal(signal.SIGKILL)
-        _, stderr = process.communicate()
-        assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
         assert not out.exists(), "the run finished before it could be killed"
         finished = sorted(shards.glob(fd.SHARD_GLOB))
         for path in finished:  # every finished shard is complete
