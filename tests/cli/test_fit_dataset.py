@@ -13,6 +13,7 @@ import pytest
 from spin.cli import fit_dataset as cli
 from spin.fitting import fit_dataset as fd
 from spin.fitting import priors
+from tests.cli.help_text import help_text_explaining_every_option
 from tests.fitting.test_fit_dataset import make_dataset, make_tiny_smplify, read
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,15 +41,7 @@ def main_with_stand_in_prior(argv) -> int:
 
 
 def test_help_explains_every_option(capsys):
-    parser = cli.build_parser()
-    with pytest.raises(SystemExit) as exit_info:
-        parser.parse_args(["--help"])
-    assert exit_info.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())
-    for action in parser._actions:
-        assert action.help and len(action.help) > 10, action.dest
-        for option in action.option_strings:
-            assert option in text
+    text = help_text_explaining_every_option(cli.build_parser(), capsys)
     for words in ("fits:PATH", "checkpoint:PATH", "f=5000", "OUT.shards", "resum"):
         assert words in text, words
 
