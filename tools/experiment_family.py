@@ -26,7 +26,7 @@ import argparse
 import json
 from pathlib import Path
 
-from spin.train.experiments import format_table, mean_pose_baseline, train_once
+from spin.train.experiments import budget_overrides, format_table, mean_pose_baseline, train_once
 
 CONFIG = "configs/synthetic_spin.yaml"
 # Loss weights left on for each supervision type (the others are set to 0).
@@ -121,9 +121,7 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     common = [
-        f"num_steps={args.steps}",
-        f"val_every={args.steps}",
-        f"checkpoint_every={min(args.steps, 250)}",
+        *budget_overrides(args.steps),
         "wandb.image_every=0",
         *args.overrides,
     ]

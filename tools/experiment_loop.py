@@ -18,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from spin.train.experiments import format_table, mean_pose_baseline, train_once
+from spin.train.experiments import budget_overrides, format_table, mean_pose_baseline, train_once
 
 CONFIGS = {
     "regression_only": "configs/synthetic_regression_only.yaml",
@@ -49,9 +49,7 @@ def main(argv=None) -> int:
     }
     for mode in args.modes.split(","):
         overrides = [
-            f"num_steps={args.steps}",
-            f"val_every={args.steps}",
-            f"checkpoint_every={min(args.steps, 250)}",
+            *budget_overrides(args.steps),
             *args.overrides,
         ]
         name = Path(CONFIGS[mode]).stem

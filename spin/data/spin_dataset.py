@@ -465,15 +465,11 @@ class SpinDataset(Dataset):
             )
         order = np.random.default_rng([int(seed), 3]).permutation(labelled)
         hidden = order[wanted:]
-        self.has_smpl = self.has_smpl.copy()
-        self.has_smpl[hidden] = 0.0
         # Zero the hidden values too, like a file that never had them: nothing can leak.
-        for attribute in ("joints_3d", "pose", "betas"):
-            values = getattr(self, attribute)
+        # The arrays are this dataset's own (see _drop_nonfinite_labels), so in place.
+        for values in (self.has_smpl, self.joints_3d, self.pose, self.betas):
             if values is not None:
-                values = values.copy()
                 values[hidden] = 0.0
-                setattr(self, attribute, values)
         return wanted
 
     # --- bookkeeping ---------------------------------------------------------------------

@@ -18,9 +18,15 @@ from pathlib import Path
 from spin.config import load_config
 from spin.train.config import TrainConfig
 
-__all__ = ["RESULT_NAME", "format_table", "mean_pose_baseline", "train_once"]
+__all__ = ["RESULT_NAME", "budget_overrides", "format_table", "mean_pose_baseline", "train_once"]
 
 RESULT_NAME = "experiment_result.json"
+
+
+def budget_overrides(steps: int) -> list[str]:
+    """The budget every run of an experiment shares: ``steps`` steps, validation at the end,
+    checkpoints every 250 steps (or at the end), so an interrupted run resumes."""
+    return [f"num_steps={steps}", f"val_every={steps}", f"checkpoint_every={min(steps, 250)}"]
 
 
 def train_once(
