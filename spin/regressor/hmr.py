@@ -37,10 +37,32 @@ from spin.regressor.mean_params import (
     mean_params_for_body_model,
 )
 
-__all__ = ["HMR", "HMRConfig", "HMROutput", "build_hmr", "predict_body"]
+__all__ = ["HMR", "HMRConfig", "HMROutput", "build_hmr", "predict_body", "soft_clamp"]
 
 CAM_SIZE = 3
 """Numbers in the weak-perspective camera ``[s, tx, ty]``."""
+
+SOFT_CLAMP_SHARPNESS = 30.0
+"""Sharpness of :func:`soft_clamp`'s corners (1 / their width, in the clamped units)."""
+
+
+def soft_clamp(
+    x: Tensor, low: float | None, high: float | None, sharpness: float = SOFT_CLAMP_SHARPNESS
+) -> Tensor:
+    """A smooth clamp: ``x`` inside ``[low, high]`` (to ``exp(-sharpness d) / sharpness`` at
+    a distance ``d`` from a bound), the bound outside, with a gradient that fades over
+    ``~1 / sharpness`` instead of stopping dead. Either bound may be None.
+
+    Args:
+        x: any shape.
+        low, high: the bounds, ``low < high``.
+        sharpness: softplus sharpness of the corners.
+    """
+    if low is not None:
+        x = low + F.softplus(x - low, beta=sharpness)
+    if high is not None:
+        x = high - F.softplus(high - x, beta=sharpness)
+    return x
 
 
 @dataclass(frozen=True)
@@ -59,6 +81,16 @@ class HMRConfig:
             for the body model (:func:`~spin.regressor.mean_params.mean_params_for_body_model`).
         focal_length: crop camera focal length in pixels, for ``cam_t``.
         crop_size: side of the crop in pixels that ``cam`` refers to, for ``cam_t``.
+        cam_scale_bounds: ``(low, high)``: the camera scale ``s`` that places the body
+            (``cam_t``) is kept in this range, or None for SPIN's unbounded camera. ``s``
+            sets the depth ``tz = 2 f / (crop_size s)``: at ``s <= 0`` the body is at or
+            behind the camera (a pole of the projection) and at large ``s`` it crosses the
+            camera plane; there the 2D loss and its gradient grow without bound and
+            training diverges. The bound is smooth (:func:`soft_clamp`, the identity to
+            ~1e-8 between ``low + 0.5`` and ``high - 0.5``) and applies to ``cam_t``
+            only: ``cam`` (the IEF state and SPIN's camera term) stays unbounded, so the
+            camera term still pulls a negative ``s`` back. The defaults keep the body
+            between ~4.5 and ~450 m with SPIN's camera (people filling the crop: s ~ 0.5-1.5).
     """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -70,6 +102,7 @@ class HMRConfig:
     mean_params: str | None = None
     focal_length: float = FOCAL_LENGTH
     crop_size: int = CROP_SIZE
+    cam_scale_bounds: tuple[float, float] | None = (0.1, 10.0)
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
@@ -78,6 +111,13 @@ class HMRConfig:
             raise ValueError(f"HMR hidden width must be >= 1, got {self.hidden}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"HMR dropout must be in [0, 1), got {self.dropout}")
+        if self.cam_scale_bounds is not None:
+            low, high = self.cam_scale_bounds
+            if not 0.0 < low < high:
+                raise ValueError(
+                    f"HMR cam_scale_bounds must be (low, high) with 0 < low < high, got "
+                    f"{tuple(self.cam_scale_bounds)}"
+                )
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,7 +129,8 @@ class HMROutput:
         pose_rotmats: ``(B, 24, 3, 3)`` the same as rotation matrices.
         betas: ``(B, NB)`` shape coefficients.
         cam: ``(B, 3)`` weak-perspective crop camera ``[s, tx, ty]``.
-        cam_t: ``(B, 3)`` translation of the body in the perspective crop camera.
+        cam_t: ``(B, 3)`` translation of the body in the perspective crop camera (from
+            ``cam`` with its scale kept in ``HMRConfig.cam_scale_bounds``).
         iterations: when asked for, one :class:`HMROutput` per IEF iteration (the last
             equals this one), for deep supervision; else empty.
     """
@@ -159,13 +200,17 @@ class HMR(nn.Module):
 
     def _output(self, pose_6d: Tensor, betas: Tensor, cam: Tensor) -> HMROutput:
         pose_6d = pose_6d.reshape(-1, NUM_POSE_JOINTS, SIXD_SIZE)
+        placing = cam
+        if self.config.cam_scale_bounds is not None:
+            low, high = self.config.cam_scale_bounds
+            placing = torch.cat([soft_clamp(cam[:, :1], low, high), cam[:, 1:]], dim=1)
         return HMROutput(
             pose_6d=pose_6d,
             pose_rotmats=sixd_to_rotmat(pose_6d),
             betas=betas,
             cam=cam,
             cam_t=weak_perspective_to_translation(
-                cam, self.config.focal_length, self.config.crop_size
+                placing, self.config.focal_length, self.config.crop_size
             ),
         )
 

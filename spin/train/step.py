@@ -31,6 +31,7 @@ from spin.train.config import LossConfig
 
 __all__ = [
     "Supervision",
+    "camera_scale_penalty",
     "compute_losses",
     "crop_pixels",
     "fetch_cached_fits",
@@ -48,6 +49,29 @@ def crop_pixels(keypoints: Tensor, crop_size: int = CROP_SIZE) -> Tensor:
     """``(B, J, 3)`` normalised crop keypoints -> pixels of SPIN's crop (confidence kept)."""
     pixels = (keypoints[..., :2] + 1.0) * (crop_size / 2.0)
     return torch.cat([pixels, keypoints[..., 2:]], dim=-1)
+
+
+CAMERA_PENALTY_RATE = 20.0
+"""SPIN's camera term is ``exp(-10 s)^2 = exp(-20 s)`` of the camera scale ``s``."""
+
+
+def camera_scale_penalty(scale: Tensor) -> Tensor:
+    """SPIN's camera term ``exp(-20 s)`` for ``s >= 0``, continued below 0 by its tangent
+    ``1 - 20 s`` (same value and slope at 0).
+
+    SPIN's exponential keeps ``s`` positive, but a step that takes ``s`` to -1.5 makes it
+    ~6e12 (x60) and float32 overflows below s = -4.4: one such step ends a run with an
+    infinite loss (measured on the learn test). The tangent keeps the pull back towards
+    ``s > 0`` with a bounded gradient.
+
+    Args:
+        scale: ``(B,)`` weak-perspective scales.
+
+    Returns:
+        ``(B,)`` penalties.
+    """
+    rate = CAMERA_PENALTY_RATE
+    return torch.where(scale >= 0.0, torch.exp(-rate * scale.clamp(min=0.0)), 1.0 - rate * scale)
 
 
 def regress(model: HMR, images: Tensor, body_model: BodyModel) -> tuple[HMROutput, BodyOutput]:
@@ -156,7 +180,7 @@ def compute_losses(
         target_rotmats = rotvec_to_rotmat(supervision.pose_rotvecs[valid].reshape(-1, 24, 3))
         pose_loss = ((prediction.pose_rotmats[valid] - target_rotmats) ** 2).mean()
         betas_loss = ((prediction.betas[valid] - supervision.betas[valid]) ** 2).mean()
-    camera = (torch.exp(-10.0 * prediction.cam[:, 0]) ** 2).mean()
+    camera = camera_scale_penalty(prediction.cam[:, 0]).mean()
     total = weights.scale * (
         weights.keypoints_2d * keypoints_2d
         + weights.keypoints_3d * keypoints_3d

@@ -106,6 +106,21 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The rate of optimiser step ``step`` (0-based): ``lr``, ramped up linearly over the
+    first ``warmup_steps`` steps and, with ``lr_schedule=cosine``, decayed along a half
+    cosine to ``lr_final_fraction * lr`` at ``num_steps``. A function of the step alone, so
+    a resumed run gets the same rates."""
+    rate = config.lr
+    if config.warmup_steps:
+        rate *= min(1.0, (step + 1) / config.warmup_steps)
+    if config.lr_schedule == "cosine":
+        progress = min(1.0, step / max(1, config.num_steps - 1))
+        floor = config.lr_final_fraction
+        rate *= floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return rate
+
+
 class Trainer:
     """Builds every component from a :class:`TrainConfig` and runs the loop.
 
@@ -319,6 +334,8 @@ class Trainer:
             add_adversarial_loss(losses, adversarial, weight, scale)
         self.optimizer.zero_grad()
         losses["total"].backward()
+        stats["grad_norm"] = self._clip_gradients()
+        self._set_learning_rate()
         self.optimizer.step()
         if self.adversarial is not None:  # then one discriminator step on the prediction
             losses["discriminator"] = self.adversarial.step(
@@ -331,6 +348,22 @@ class Trainer:
         scalars.update(timings)
         self._last = (batch, prediction, body, result)
         return scalars
+
+    def _clip_gradients(self) -> float:
+        """Clip the regressor's gradient to ``grad_clip_norm`` (global L2 norm); returns the
+        norm before clipping (logged as ``grad_norm``)."""
+        limit = self.config.grad_clip_norm
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(
+            parameters, math.inf if limit is None else limit, foreach=True
+        )
+        return float(norm)
+
+    def _set_learning_rate(self) -> None:
+        """The optimiser's rate for this step (:func:`learning_rate`)."""
+        rate = learning_rate(self.config, self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
 
     # ------------------------------------------------------------------ validation
 

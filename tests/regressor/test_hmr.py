@@ -1,5 +1,7 @@
 """HMR: shapes, the mean-parameter start, valid rotations, gradients, mean params."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -204,3 +206,56 @@ def test_bad_mean_params_files(tmp_path):
         load_mean_params(tmp_path / "no_cam.npz")
     with pytest.raises(FileNotFoundError, match="mean_params=null"):
         load_mean_params(tmp_path / "absent.npz")
+
+
+def test_soft_clamp_is_the_identity_inside_and_bounded_outside():
+    from spin.regressor.hmr import SOFT_CLAMP_SHARPNESS, soft_clamp
+
+    inside = torch.linspace(0.6, 9.5, 50, dtype=torch.float64)
+    # softplus(d) - d = log(1 + exp(-k d)) / k <= exp(-k d) / k at a distance d from a bound
+    tolerance = math.exp(-SOFT_CLAMP_SHARPNESS * 0.5) / SOFT_CLAMP_SHARPNESS
+    torch.testing.assert_close(soft_clamp(inside, 0.1, 10.0), inside, atol=tolerance, rtol=0)
+    outside = torch.tensor([-1e6, -3.0, 0.0, 0.1, 10.0, 12.0, 1e6], dtype=torch.float64)
+    clamped = soft_clamp(outside, 0.1, 10.0)
+    rounding = 1e-12  # 10 - (10 - 0.1) in float64
+    assert bool((clamped >= 0.1 - rounding).all()) and bool((clamped <= 10.0 + rounding).all())
+    assert torch.isfinite(clamped).all()
+    # Monotone and smooth: the gradient fades near the bounds instead of stopping dead.
+    x = torch.linspace(-1.0, 11.0, 1201, dtype=torch.float64, requires_grad=True)
+    soft_clamp(x, 0.1, 10.0).sum().backward()
+    assert bool((x.grad >= 0).all()) and bool((x.grad <= 1).all())
+    assert 0.4 < float(x.grad[x.detach().sub(0.1).abs().argmin()]) < 0.6  # half at the bound
+    y = torch.tensor([0.3, 5.0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: soft_clamp(v, 0.1, 10.0), (y,))
+
+
+def test_cam_t_keeps_the_body_in_front_of_the_camera_whatever_the_scale(body_model):
+    """The depth of the body comes from the bounded scale, so no camera output puts the
+    body at or behind the camera plane (the pole that made training diverge); inside the
+    bounds cam_t is SPIN's."""
+    hmr = _hmr(body_model).eval()
+    low, high = hmr.config.cam_scale_bounds
+    scales = torch.tensor([-5.0, -1e-3, 0.0, 0.05, 0.9, 1.3, 50.0, 1e6])
+    cam = torch.stack([scales, torch.zeros_like(scales), torch.zeros_like(scales)], dim=1)
+    out = hmr._output(
+        hmr.init_pose_6d.expand(len(scales), -1), hmr.init_betas.expand(len(scales), -1), cam
+    )
+    depth = out.cam_t[:, 2]
+    assert torch.isfinite(depth).all()
+    from spin.geometry.cameras import CROP_SIZE, FOCAL_LENGTH
+
+    nearest, farthest = 2 * FOCAL_LENGTH / (CROP_SIZE * high), 2 * FOCAL_LENGTH / (CROP_SIZE * low)
+    assert bool((depth >= nearest * (1 - 1e-5)).all()) and bool((depth <= farthest * 1.0001).all())
+    torch.testing.assert_close(out.cam_t[4:6], weak_perspective_to_translation(cam[4:6]))
+    torch.testing.assert_close(out.cam, cam)  # the IEF state is SPIN's, unbounded
+    unbounded = _hmr(body_model, cam_scale_bounds=None)._output(
+        hmr.init_pose_6d.expand(len(scales), -1), hmr.init_betas.expand(len(scales), -1), cam
+    )
+    assert float(unbounded.cam_t[0, 2]) < 0  # SPIN's camera puts it behind the camera
+
+
+def test_bad_cam_scale_bounds_are_refused():
+    with pytest.raises(ValueError, match="cam_scale_bounds"):
+        HMRConfig(cam_scale_bounds=(1.0, 0.5))
+    with pytest.raises(ValueError, match="cam_scale_bounds"):
+        HMRConfig(cam_scale_bounds=(0.0, 5.0))

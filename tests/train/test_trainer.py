@@ -98,9 +98,13 @@ def test_shipped_configs_load(path):
     assert config.name == path.stem
 
 
-def test_the_regressor_learns_a_few_fully_supervised_samples(tmp_path):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_regressor_learns_a_few_fully_supervised_samples(tmp_path, seed):
     """End-to-end learning check: the losses, supervision, prediction and validation fit
-    together, so a small network memorises 8 samples (PA-MPJPE well below the mean pose's)."""
+    together, so a small network memorises 8 samples (PA-MPJPE well below the mean pose's),
+    for every seed: with the old recipe (constant lr 1e-3, no clipping, SPIN's raw camera
+    term) seeds 1 and 3 diverged to an infinite loss and the others ended at 0.42-0.79 of
+    the start; with warm-up, cosine decay and clipping all end at 0.17-0.28."""
     from spin.data.synthetic import SyntheticConfig, generate_synthetic
 
     data = tmp_path / "data"
@@ -112,6 +116,10 @@ def test_the_regressor_learns_a_few_fully_supervised_samples(tmp_path):
         "num_steps=300",
         "batch_size=8",
         "lr=1e-3",
+        "warmup_steps=30",
+        "lr_schedule=cosine",
+        "grad_clip_norm=100",
+        f"seed={seed}",
         "val_every=0",
         "checkpoint_every=0",
         "data.augmentation.enabled=false",
@@ -124,4 +132,4 @@ def test_the_regressor_learns_a_few_fully_supervised_samples(tmp_path):
     before = trainer.validate()["val/pa_mpjpe_mm"]
     after = trainer.run()["val/pa_mpjpe_mm"]
     print(f"PA-MPJPE before {before:.1f} mm, after {after:.1f} mm")
-    assert after < 0.7 * before, (before, after)
+    assert after < 0.5 * before, (before, after)
