@@ -123,6 +123,9 @@ class TrainConfig:
     of the CPU configs have norms of ~100-700 (loss scale 60), so the clip only evens out
     their size, which Adam ignores, and stops a single step with a norm of 1e6 from
     poisoning Adam's moments (what made runs diverge; see the README's "Training stability").
+
+    ``dtype``: float64 runs the whole step (network, body model, SMPLify) in double
+    precision; slow, for tests and debugging that compare two computations exactly.
     """
 
     name: str = "spin"
@@ -150,6 +153,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int = 0
+    dtype: Literal["float32", "float64"] = "float32"
 
     def __post_init__(self) -> None:
         if self.warmup_steps < 0:

@@ -102,8 +102,14 @@ def _collate(items: list[dict]) -> dict:
     return batch
 
 
-def _to(batch: dict, device: torch.device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+def _to(batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
+    """The batch on ``device``, its floating tensors in ``dtype``."""
+    return {
+        k: (v.to(device, dtype) if v.is_floating_point() else v.to(device))
+        if isinstance(v, torch.Tensor)
+        else v
+        for k, v in batch.items()
+    }
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -146,15 +152,18 @@ class Trainer:
         self.distributed = init_distributed(config.device)
         local_batch_size(config.batch_size, self.distributed.world_size)  # divisible, or fail now
         self.device = self.distributed.device
+        self.dtype = getattr(torch, config.dtype)
 
-        self.body_model = load_body_model(config.body_model).to(self.device)
-        self.model = build_hmr(config.hmr, self.body_model).to(self.device)
+        self.body_model = load_body_model(config.body_model).to(self.device, self.dtype)
+        self.model = build_hmr(config.hmr, self.body_model).to(self.device, self.dtype)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.adversarial = None  # HMR's discriminators, their optimiser and pose corpus
         if config.adversarial.enabled:
             self.adversarial = build_adversarial_prior(
                 config.adversarial, self.body_model.num_betas, config.seed, self.device
             )
+            self.adversarial.discriminator.to(self.dtype)
+            self.adversarial.corpus = self.adversarial.corpus.to(self.dtype)
 
         train_entries, val_entry = list(config.data.train), config.data.val
         if not train_entries:
@@ -203,7 +212,7 @@ class Trainer:
         self.smplify = None
         self.cache = None
         if config.mode != "regression_only":
-            prior = load_pose_prior(config.pose_prior).to(self.device)
+            prior = load_pose_prior(config.pose_prior).to(self.device, self.dtype)
             self.smplify = SMPLify(self.body_model, prior, config.smplify)
             with main_first(self.distributed):  # rank 0 makes missing static fits
                 self.cache = self._initial_cache(train_entries)
@@ -278,7 +287,7 @@ class Trainer:
         """One optimiser step on a batch; returns scalars for logging."""
         config = self.config
         self.model.train()
-        batch = _to(batch, self.device)
+        batch = _to(batch, self.device, self.dtype)
         timings = {}
         start = time.perf_counter()
         prediction, body = steps.regress(self.train_model, batch["img"], self.body_model)
@@ -386,7 +395,7 @@ class Trainer:
         errors["keypoints_2d_px"] = []
         index = list(H36M_TO_LSP14)
         for batch in loader:
-            batch = _to(batch, self.device)
+            batch = _to(batch, self.device, self.dtype)
             has_smpl = batch["has_smpl"] > 0.5
             if not has_smpl.any():
                 continue
