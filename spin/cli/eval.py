@@ -118,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         "the sample's 2D keypoints (the checkpoint's SMPLify mode and pose prior)",
     )
     parser.add_argument(
+        "--baseline",
+        choices=["mean-pose"],
+        default=None,
+        help="also score a reference on the same samples with the same protocol: mean-pose = "
+        "the regressor's starting mean parameters for every image (an untrained regressor); "
+        "a model that does not beat it has learnt nothing (a 'mean pose' column)",
+    )
+    parser.add_argument(
         "--smpl-dir",
         type=Path,
         default=None,
@@ -214,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             body_model=args.body_model,
             smpl_dir=args.smpl_dir,
             num_workers=args.workers,
+            mean_pose=args.baseline == "mean-pose",
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"spin-eval: {error}", file=sys.stderr)

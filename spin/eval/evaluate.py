@@ -554,6 +554,8 @@ class EvalReport:
         header: lines stating dataset, joints, ground truth, frames and body model; notes.
         errors: the regressor's per-sample errors.
         refined: the same after SMPLify refinement, or None.
+        mean_pose: the same for the mean-pose reference (the regressor's starting mean
+            parameters for every sample, whatever the image), or None.
         joint_names: names of the compared joints (columns of the per-joint errors).
         sample_index: ``(M,)`` rows of the file that were evaluated; imgname: ``(M,)``.
         num_in_file, num_selected, num_evaluated: N, after the protocol's selection, done.
@@ -585,6 +587,7 @@ class EvalReport:
     body_model: str
     refine_fallbacks: int = 0
     elapsed_s: float = 0.0
+    mean_pose: SampleErrors | None = None
 
     @property
     def mpjpe(self) -> np.ndarray:
@@ -699,6 +702,7 @@ def evaluate(
     body_model: str | None = None,
     smpl_dir: str | os.PathLike | None = None,
     num_workers: int = 0,
+    mean_pose: bool = False,
 ) -> EvalReport:
     """Evaluate a checkpoint on the samples ``protocol`` selects from a dataset file.
 
@@ -718,6 +722,7 @@ def evaluate(
             (same kind only; see the module docstring).
         smpl_dir: folder with the official SMPL models, for gendered (or SMPL) ground truth.
         num_workers: data loader worker processes.
+        mean_pose: also score the mean-pose reference on the same samples and protocol.
 
     Raises:
         BodyModelMismatchError: ``body_model`` is not the kind the checkpoint was trained with.
@@ -798,6 +803,7 @@ def evaluate(
     )
     joint_indices = protocol.joint_indices
     regressor_errors, refined_errors = _ErrorAccumulator(), _ErrorAccumulator()
+    mean_pose_errors = _ErrorAccumulator()
     done_index: list[np.ndarray] = []
     fallbacks = 0
     bar = tqdm(
@@ -835,6 +841,19 @@ def evaluate(
                 gt_vertices,
             )
         )
+        if mean_pose:
+            with torch.no_grad():
+                reference = loaded.model.mean_prediction(len(rows))
+                mean_body = body(pose_rotmats=reference.pose_rotmats, betas=reference.betas)
+            mean_pose_errors.add(
+                compute_errors(
+                    mean_body.require_joints_h36m(),
+                    gt_joints,
+                    joint_indices,
+                    mean_body.vertices if with_pve else None,
+                    gt_vertices,
+                )
+            )
         if smplify is not None:
             fitted, invalid = _refine(smplify, loaded, prediction, batch["keypoints"].to(like))
             fallbacks += invalid
@@ -886,6 +905,7 @@ def evaluate(
         body_model=loaded.body_model.name,
         refine_fallbacks=fallbacks,
         elapsed_s=time.perf_counter() - start,
+        mean_pose=mean_pose_errors.result(num_joints) if mean_pose else None,
     )
 
 
@@ -926,6 +946,8 @@ def format_table(report: EvalReport) -> str:
     columns = [("regressor", report.errors)]
     if report.refined is not None:
         columns.append(("+SMPLify", report.refined))
+    if report.mean_pose is not None:
+        columns.append(("mean pose", report.mean_pose))
     lines = list(report.header)
     lines.append("")
     width = 16
@@ -995,6 +1017,9 @@ def report_to_dict(report: EvalReport) -> dict:
         "refined": None
         if report.refined is None
         else _errors_json(report.refined, report.joint_names),
+        "mean_pose": None
+        if report.mean_pose is None
+        else _errors_json(report.mean_pose, report.joint_names),
         "sample_index": report.sample_index.tolist(),
         "imgname": report.imgname.tolist(),
         "elapsed_s": report.elapsed_s,

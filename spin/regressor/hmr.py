@@ -214,6 +214,15 @@ class HMR(nn.Module):
             ),
         )
 
+    def mean_prediction(self, batch: int) -> HMROutput:
+        """The mean parameters the IEF starts from, for ``batch`` samples: the mean-pose
+        reference a trained regressor must beat."""
+        return self._output(
+            self.init_pose_6d.expand(batch, -1),
+            self.init_betas.expand(batch, -1),
+            self.init_cam.expand(batch, -1),
+        )
+
     def forward(
         self,
         images: Tensor,

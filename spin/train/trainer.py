@@ -112,6 +112,15 @@ def _to(batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
     }
 
 
+def format_validation(step: int, val: dict) -> str:
+    """One console line of validation results, with the mean-pose reference."""
+    return (
+        f"val step {step}: MPJPE {val['val/mpjpe_mm']:.1f} mm, PA-MPJPE "
+        f"{val['val/pa_mpjpe_mm']:.1f} mm (mean pose {val['val/mean_pose_pa_mpjpe_mm']:.1f}), "
+        f"rotation {val['val/rotation_deg']:.1f} deg, 2D {val['val/keypoints_2d_px']:.1f} px"
+    )
+
+
 def learning_rate(config: TrainConfig, step: int) -> float:
     """The rate of optimiser step ``step`` (0-based): ``lr``, ramped up linearly over the
     first ``warmup_steps`` steps and, with ``lr_schedule=cosine``, decayed along a half
@@ -380,7 +389,8 @@ class Trainer:
     def validate(self) -> dict:
         """Held-out metrics on the samples with SMPL ground truth: MPJPE and PA-MPJPE (mm,
         H36M regressor, 14 LSP joints), the mean angle of the 23 body-joint rotations
-        (degrees) and the 2D error of the 24 ground-truth keypoints (pixels of the 224 crop)."""
+        (degrees), the 2D error of the 24 ground-truth keypoints (pixels of the 224 crop),
+        and the PA-MPJPE of the mean-pose reference on the same samples."""
         if self.val_data is None or not self.distributed.is_main:  # rank 0 validates
             return {}
         self.model.eval()
@@ -393,6 +403,7 @@ class Trainer:
         )
         errors: dict[str, list] = {"mpjpe_mm": [], "pa_mpjpe_mm": [], "rotation_deg": []}
         errors["keypoints_2d_px"] = []
+        errors["mean_pose_pa_mpjpe_mm"] = []
         index = list(H36M_TO_LSP14)
         for batch in loader:
             batch = _to(batch, self.device, self.dtype)
@@ -405,6 +416,11 @@ class Trainer:
             gt = center_on(truth.joints_h36m, 0)[has_smpl][:, index]
             errors["mpjpe_mm"].append(mpjpe(pred, gt) * M_TO_MM)
             errors["pa_mpjpe_mm"].append(pa_mpjpe(pred, gt) * M_TO_MM)
+            # The reference a regressor must beat: the mean parameters for every sample.
+            mean = self.model.mean_prediction(len(has_smpl))
+            mean_body = self.body_model(pose_rotmats=mean.pose_rotmats, betas=mean.betas)
+            mean_joints = center_on(mean_body.joints_h36m, 0)[has_smpl][:, index]
+            errors["mean_pose_pa_mpjpe_mm"].append(pa_mpjpe(mean_joints, gt) * M_TO_MM)
             target_rotmats = rotvec_to_rotmat(batch["pose"].reshape(-1, 24, 3))
             errors["rotation_deg"].append(
                 rotation_error_deg(prediction.pose_rotmats[:, 1:], target_rotmats[:, 1:])[has_smpl]
@@ -489,6 +505,8 @@ class Trainer:
             if config.val_every and self.step % config.val_every == 0:
                 val = self.validate()
                 self.logger.log(val, self.step)
+                if val:
+                    tqdm.write(format_validation(self.step, val))
                 metrics.update(val)
             if config.checkpoint_every and self.step % config.checkpoint_every == 0:
                 self.save()
@@ -500,6 +518,7 @@ class Trainer:
                 val = self.validate()
                 if val:
                     self.logger.log(val, self.step)
+                    tqdm.write(format_validation(self.step, val))
                     metrics.update(val)
         for dataset in self.train_sets:
             if dataset.skipped:

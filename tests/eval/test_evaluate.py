@@ -181,6 +181,43 @@ def test_synthetic_matches_a_hand_computation(checkpoint, synthetic_npz, synthet
     assert report.errors.per_joint.shape == (NUM_SYNTHETIC, 14)
 
 
+def test_mean_pose_reference_matches_a_hand_computation(checkpoint, synthetic_npz):
+    """--baseline mean-pose: the checkpoint's mean parameters for every sample, scored with
+    the same protocol; an untrained regressor would score about the same."""
+    report = evaluate(
+        checkpoint,
+        synthetic_npz,
+        None,
+        get_protocol("synthetic"),
+        batch_size=2,
+        progress=False,
+        mean_pose=True,
+    )
+    model = load_regressor(checkpoint).model
+    body = load_body_model("open-lite")
+    arrays = np.load(synthetic_npz)
+    with torch.no_grad():
+        mean = model.mean_prediction(1)
+        pred = body(pose_rotmats=mean.pose_rotmats, betas=mean.betas)
+        gt = body(
+            pose_rotvecs=torch.as_tensor(arrays["pose"], dtype=torch.float32),
+            betas=torch.as_tensor(arrays["shape"], dtype=torch.float32),
+        )
+    repeat = (NUM_SYNTHETIC, 1, 1)
+    expected = hand_errors(
+        np.tile(pred.joints_h36m.double().numpy(), repeat),
+        gt.joints_h36m.double().numpy(),
+        np.tile(pred.vertices.double().numpy(), repeat),
+        gt.vertices.double().numpy(),
+    )
+    for key in ("mpjpe", "pa_mpjpe", "pve"):
+        np.testing.assert_allclose(
+            getattr(report.mean_pose, key), expected[key], atol=TOLERANCE_MM, err_msg=key
+        )
+    assert not np.allclose(report.mean_pose.pa_mpjpe, report.pa_mpjpe)  # not the model's
+    assert "mean pose" in format_table(report).splitlines()[len(report.header) + 1]
+
+
 def test_header_names_the_protocol(synthetic_report, checkpoint):
     header = synthetic_report.header
     assert header[0].startswith("dataset: synthetic")

@@ -51,3 +51,19 @@ def test_learning_rate_warm_up_then_cosine_to_the_floor():
 def test_bad_optimisation_settings_are_refused(override):
     with pytest.raises(ValueError):
         TrainConfig(**override)
+
+
+def test_validation_line_names_every_metric_and_the_mean_pose():
+    from spin.train.trainer import format_validation
+
+    val = {
+        "val/mpjpe_mm": 201.25,
+        "val/pa_mpjpe_mm": 95.04,
+        "val/mean_pose_pa_mpjpe_mm": 131.6,
+        "val/rotation_deg": 14.2,
+        "val/keypoints_2d_px": 9.87,
+    }
+    assert format_validation(500, val) == (
+        "val step 500: MPJPE 201.2 mm, PA-MPJPE 95.0 mm (mean pose 131.6), rotation 14.2 deg, "
+        "2D 9.9 px"
+    )
