@@ -122,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--valid-threshold",
         type=float,
         default=VALID_THRESHOLD,
-        help="a fit is valid iff its reprojection loss is below this (SPIN's; default: "
-        "%(default)s)",
+        help="a fit is valid iff its reprojection loss (the mean over the 49 keypoints of "
+        "conf^2 * GMoF in crop pixels^2, as SPIN's trainer computes it) is below this (SPIN's; "
+        "default: %(default)s)",
     )
     parser.add_argument(
         "--overwrite",

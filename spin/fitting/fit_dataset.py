@@ -96,7 +96,8 @@ MIN_CONFIDENT_KEYPOINTS = 2
 """A sample needs this many keypoints with positive confidence (ignored joints excluded)."""
 
 VALID_THRESHOLD = 100.0
-"""SPIN's: a fit supervises training iff its reprojection loss is below this."""
+"""SPIN's: a fit supervises training iff its reprojection loss (the per-joint mean of
+``conf^2 * GMoF`` over the 49 joints, as SPIN's trainer computes it) is below this."""
 
 MEAN_GLOBAL_ORIENT = (math.pi, 0.0, 0.0)
 """Mean-pose global orientation: 180 degrees about x turns SMPL's y-up body upright in the
@@ -110,7 +111,8 @@ FRAME_DESCRIPTION = (
     "pose is axis-angle with the global orientation in that camera's frame (x right, y down, "
     "z forward); cam_t is the body's translation in that camera's frame."
 )
-OUTPUT_FORMAT_VERSION = 1
+OUTPUT_FORMAT_VERSION = 2
+"""2: ``reprojection_loss`` is the mean over the 49 joints (SPIN's); 1 held their sum."""
 SHARD_NAME = "shard_{:05d}.npz"
 SHARD_GLOB = "shard_*.npz"
 SHARD_PATTERN = re.compile(r"shard_(\d+)\.npz")
@@ -457,7 +459,7 @@ class Fits:
         pose_rotvecs: ``(N, 72)`` axis-angle, global orientation in the crop camera frame.
         betas: ``(N, NB)``.
         cam_t: ``(N, 3)`` translation in the crop camera frame.
-        reprojection_loss: ``(N,)`` SPIN's reprojection loss (sum of ``joint_losses``).
+        reprojection_loss: ``(N,)`` SPIN's reprojection loss (mean of ``joint_losses``).
         joint_losses: ``(N, 49)`` per-keypoint terms ``conf^2 * GMoF`` in crop pixels^2.
         status: ``(N,)`` int8 :class:`FitStatus`.
         sample_index: ``(N,)`` int64 row in the source ``.npz``.
@@ -513,8 +515,8 @@ DATASET_DESCRIPTIONS = {
     "pose": "(N, 72) float32 axis-angle, global orientation first, crop camera frame",
     "betas": "(N, NB) float32 shape coefficients",
     "cam_t": "(N, 3) float32 body translation in the crop camera frame (metres); NaN if unfitted",
-    "reprojection_loss": "(N,) float32 sum over keypoints of conf^2 * GMoF (crop px^2); "
-    "+inf if not fitted",
+    "reprojection_loss": "(N,) float32 mean over the 49 keypoints of conf^2 * GMoF (crop px^2, "
+    "SPIN's); +inf if not fitted",
     "joint_losses": "(N, 49) float32 per-keypoint terms of reprojection_loss; NaN if not fitted",
     "valid": "(N,) bool: status == ok (finite fit, reprojection_loss < valid_threshold)",
     "status": "(N,) int8 FitStatus, codes in the file attribute status_codes",
@@ -814,6 +816,13 @@ def load_fits(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
         if "imgname" in f:
             arrays["imgname"] = np.asarray(f["imgname"].asstr()[()], dtype=str)
         attrs = dict(f.attrs)
+    version = attrs.get("format_version")
+    if version is None or int(version) != OUTPUT_FORMAT_VERSION:
+        raise FitDatasetError(
+            f"{path} has format version {version}, this code reads version "
+            f"{OUTPUT_FORMAT_VERSION} (version 2 stores SPIN's per-joint mean reprojection loss, "
+            "version 1 the sum); fit the dataset again with spin-fit-dataset"
+        )
     return arrays, attrs
 
 

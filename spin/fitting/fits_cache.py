@@ -66,8 +66,9 @@ __all__ = [
 
 FITS_CACHE_FORMAT = "spin-fits-cache"
 """The ``format`` attribute of a saved cache (a ``spin-fit-dataset`` output has none)."""
-FITS_CACHE_FORMAT_VERSION = 1
-"""Bumped whenever the file layout changes; :meth:`FitsCache.load` refuses other versions."""
+FITS_CACHE_FORMAT_VERSION = 2
+"""Bumped whenever the file layout or the meaning of a field changes; :meth:`FitsCache.load`
+refuses other versions. 2: ``loss`` is SPIN's per-joint mean reprojection loss (1: the sum)."""
 POSE_DIM = 72  # 24 SMPL joints x axis-angle
 TMP_SUFFIX = ".tmp"
 RECORD_FIELDS = ("pose", "betas", "loss", "valid", "updated_step")
@@ -84,7 +85,8 @@ class FitsCacheConfig:
 
     Attributes:
         valid_threshold: a fit is valid (may supervise the regressor) iff its reprojection
-            loss is below this.
+            loss, SPIN's per-joint mean of ``conf^2 * GMoF`` over the 49 joints, is below
+            this (SPIN: 100).
         max_abs_beta: fits with any ``|beta| > max_abs_beta`` supervise with betas reset to
             zero. Applied when a fit is used, in :func:`supervision_from_cache`; the cache
             stores the betas SMPLify found.

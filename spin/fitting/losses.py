@@ -23,6 +23,7 @@ __all__ = [
     "shape_prior",
     "torso_camera_loss",
     "torso_camera_residuals",
+    "torso_camera_weights",
 ]
 
 #: (index into the 69 body-pose values, sign) of the elbow and knee bend angles: positive
@@ -105,22 +106,48 @@ def camera_depth_loss(cam_t: Tensor, initial_cam_t: Tensor) -> Tensor:
     return (cam_t[..., 2] - initial_cam_t[..., 2]) ** 2
 
 
+def torso_camera_weights(
+    confidences: Tensor, openpose_torso: list[int], gt_torso: list[int], rule: str = "spin"
+) -> Tensor:
+    """``(B, 2T)`` 0/1 weights of the torso joints ``openpose_torso + gt_torso`` in the
+    camera stage.
+
+    ``rule="spin"`` is SPIN's (``smplify/losses.py``, ``camera_fitting_loss``): the T OpenPose
+    torso joints if all of them have confidence > 0, otherwise the T ground-truth torso joints
+    whatever their confidence (even 0). ``rule="visible"`` uses every one of the 2T joints with
+    confidence > 0 (not SPIN's; never uses an unseen joint).
+
+    Args:
+        confidences: ``(B, J)``.
+        openpose_torso, gt_torso: joint indices, the same number T each.
+    """
+    openpose = confidences[..., openpose_torso] > 0
+    gt = confidences[..., gt_torso] > 0
+    if rule == "visible":
+        return torch.cat([openpose, gt], dim=-1).to(confidences.dtype)
+    if rule != "spin":
+        raise ValueError(f"unknown torso rule {rule!r}; expected 'spin' or 'visible'")
+    use_openpose = openpose.all(dim=-1, keepdim=True)
+    weights = torch.cat([use_openpose.expand_as(openpose), (~use_openpose).expand_as(gt)], dim=-1)
+    return weights.to(confidences.dtype)
+
+
 def torso_camera_loss(
-    projected: Tensor, keypoints: Tensor, confidences: Tensor, torso_joints: list[int]
+    projected: Tensor, keypoints: Tensor, weights: Tensor, torso_joints: list[int]
 ) -> Tensor:
     """``(B,)`` plain squared reprojection error of the torso joints (camera stage).
 
     Args:
-        projected, keypoints: ``(B, J, 2)`` pixels; confidences: ``(B, J)``.
-        torso_joints: indices of the shoulders and hips used to place the camera.
+        projected, keypoints: ``(B, J, 2)`` pixels.
+        weights: ``(B, T)`` 0/1 weight of each torso joint (:func:`torso_camera_weights`).
+        torso_joints: the T indices of the shoulders and hips used to place the camera.
     """
-    return (torso_camera_residuals(projected, keypoints, confidences, torso_joints) ** 2).sum(-1)
+    return (torso_camera_residuals(projected, keypoints, weights, torso_joints) ** 2).sum(-1)
 
 
 def torso_camera_residuals(
-    projected: Tensor, keypoints: Tensor, confidences: Tensor, torso_joints: list[int]
+    projected: Tensor, keypoints: Tensor, weights: Tensor, torso_joints: list[int]
 ) -> Tensor:
-    """``(B, 2T)`` residuals of :func:`torso_camera_loss` (weighted by confidence > 0)."""
+    """``(B, 2T)`` residuals of :func:`torso_camera_loss`."""
     diff = projected[..., torso_joints, :] - keypoints[..., torso_joints, :]
-    visible = (confidences[..., torso_joints] > 0).to(diff.dtype)
-    return (diff * visible[..., None]).flatten(start_dim=-2)
+    return (diff * weights[..., None]).flatten(start_dim=-2)

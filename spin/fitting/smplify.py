@@ -51,16 +51,17 @@ VARIABLES: tuple[str, ...] = ("global_orient", "body_pose", "betas", "cam_t")
 
 #: Joints SPIN ignores when fitting: their definitions differ between datasets and SMPL.
 IGNORED_JOINTS: tuple[str, ...] = ("OP Neck", "OP RHip", "OP LHip", "Right Hip", "Left Hip")
-#: Joints that place the camera in the first stage (shoulders and hips).
+#: Joints that place the camera in the first stage: SPIN's four OpenPose torso joints, then
+#: their four ground-truth counterparts (which of them count: ``SMPLifyConfig.torso_rule``).
 TORSO_JOINTS: tuple[str, ...] = (
-    "OP RShoulder",
-    "OP LShoulder",
     "OP RHip",
     "OP LHip",
-    "Right Shoulder",
-    "Left Shoulder",
+    "OP RShoulder",
+    "OP LShoulder",
     "Right Hip",
     "Left Hip",
+    "Right Shoulder",
+    "Left Shoulder",
 )
 #: Levenberg-Marquardt: initial damping, factors on rejection / acceptance, and bounds.
 LM_INITIAL_DAMPING = 1e-2
@@ -135,7 +136,12 @@ class SMPLifyConfig:
         sigma: GMoF scale in pixels.
         pose_prior_weight, angle_prior_weight, shape_prior_weight: prior weights.
         depth_weight: weight of ``(tz - tz_init)^2`` in the camera stage.
-        ignored_joints, torso_joints: SPIN-49 joint names (see the module constants).
+        ignored_joints, torso_joints: SPIN-49 joint names (see the module constants);
+            ``torso_joints`` lists OpenPose joints, then as many ground-truth ones.
+        torso_rule: which torso joints place the camera (:func:`~spin.fitting.losses.
+            torso_camera_weights`): ``"spin"`` (SPIN's rule, the default: the OpenPose torso
+            joints if all have confidence > 0, else the ground-truth ones whatever their
+            confidence) or ``"visible"`` (every torso joint with confidence > 0; not SPIN's).
     """
 
     mode: Literal["faithful", "fast", "lm"] = "faithful"
@@ -148,6 +154,14 @@ class SMPLifyConfig:
     depth_weight: float = 100.0**2
     ignored_joints: tuple[str, ...] = IGNORED_JOINTS
     torso_joints: tuple[str, ...] = TORSO_JOINTS
+    torso_rule: Literal["spin", "visible"] = "spin"
+
+    def __post_init__(self) -> None:
+        if len(self.torso_joints) % 2 or not self.torso_joints:
+            raise ValueError(
+                "torso_joints must list OpenPose joints then as many ground-truth joints, got "
+                f"{len(self.torso_joints)} names"
+            )
 
     def resolved_stages(self) -> tuple[StageConfig, ...]:
         return self.stages or default_stages(self.mode)
@@ -164,8 +178,10 @@ class SMPLifyResult:
         pose_rotvecs: ``(B, 72)`` axis-angle, global orientation first.
         betas: ``(B, NB)``.
         cam_t: ``(B, 3)`` camera translation (the body's translation in the camera frame).
-        reprojection_loss: ``(B,)`` SPIN's per-sample reprojection loss (sum over joints of
-            ``conf^2 * GMoF``), what the fits cache compares.
+        reprojection_loss: ``(B,)`` SPIN's per-sample reprojection loss: ``conf^2 * GMoF``
+            averaged over the 49 joints (ignored and unseen ones count as 0), what SPIN's
+            trainer compares with the cached fit's and with its validity threshold (100);
+            the body stage's objective uses their sum.
         joint_losses: ``(B, 49)`` its per-joint terms.
         total_loss: ``(B,)`` the full body-stage objective.
         valid: ``(B,)`` bool: the sample had confident, finite keypoints.
@@ -192,6 +208,7 @@ class _Observations:
     keypoints: Tensor  # (B, 49, 2) pixels
     confidences: Tensor  # (B, 49), ignored joints zeroed
     torso_confidences: Tensor  # (B, 49), before ignoring
+    torso_weights: Tensor  # (B, T) 0/1: the torso joints that place the camera
     intrinsics: Tensor  # (B, 3, 3)
     initial_cam_t: Tensor  # (B, 3)
 
@@ -199,7 +216,14 @@ class _Observations:
         return _Observations(*(getattr(self, f).index_select(0, index) for f in _OBS_FIELDS))
 
 
-_OBS_FIELDS = ("keypoints", "confidences", "torso_confidences", "intrinsics", "initial_cam_t")
+_OBS_FIELDS = (
+    "keypoints",
+    "confidences",
+    "torso_confidences",
+    "torso_weights",
+    "intrinsics",
+    "initial_cam_t",
+)
 
 
 class SMPLify:
@@ -226,6 +250,8 @@ class SMPLify:
         )
         self._ignored = [SPIN_49.index(name) for name in self.config.ignored_joints]
         self._torso = [SPIN_49.index(name) for name in self.config.torso_joints]
+        half = len(self._torso) // 2
+        self._torso_openpose, self._torso_gt = self._torso[:half], self._torso[half:]
 
     # ------------------------------------------------------------------ public API
 
@@ -292,7 +318,7 @@ class SMPLify:
             pose_rotvecs=pose_rotvecs.detach(),
             betas=variables["betas"].detach(),
             cam_t=variables["cam_t"].detach(),
-            reprojection_loss=terms["joint_losses"].sum(-1),
+            reprojection_loss=terms["joint_losses"].mean(-1),
             joint_losses=terms["joint_losses"],
             total_loss=terms["total"],
             valid=valid,
@@ -310,7 +336,8 @@ class SMPLify:
         intrinsics: Tensor,
         convention: str = "spin49",
     ) -> Tensor:
-        """``(B,)`` SPIN's reprojection loss of given parameters on given keypoints (the
+        """``(B,)`` SPIN's reprojection loss (per-joint mean, as
+        :attr:`SMPLifyResult.reprojection_loss`) of given parameters on given keypoints (the
         fits cache uses this to score a cached fit on the current, augmented keypoints)."""
         observations, _ = self._observations(keypoints, intrinsics, convention)
         variables = {
@@ -320,7 +347,7 @@ class SMPLify:
             "cam_t": cam_t,
         }
         with torch.no_grad():
-            return self._body_terms(variables, observations)["joint_losses"].sum(-1)
+            return self._body_terms(variables, observations)["joint_losses"].mean(-1)
 
     def joints(self, pose_rotvecs: Tensor, betas: Tensor, transl: Tensor | None = None) -> Tensor:
         """``(B, 49, 3)`` SPIN joints of given parameters (the fitter's own evaluation)."""
@@ -345,16 +372,14 @@ class SMPLify:
 
     def _camera_terms(self, variables, obs) -> dict[str, Tensor]:
         projected = self._project(variables, obs)
-        torso = losses.torso_camera_loss(
-            projected, obs.keypoints, obs.torso_confidences, self._torso
-        )
+        torso = losses.torso_camera_loss(projected, obs.keypoints, obs.torso_weights, self._torso)
         depth = losses.camera_depth_loss(variables["cam_t"], obs.initial_cam_t)
         return {"total": torso + self.config.depth_weight * depth}
 
     def _camera_residuals(self, variables, obs) -> Tensor:
         projected = self._project(variables, obs)
         torso = losses.torso_camera_residuals(
-            projected, obs.keypoints, obs.torso_confidences, self._torso
+            projected, obs.keypoints, obs.torso_weights, self._torso
         )
         depth = variables["cam_t"][:, 2:] - obs.initial_cam_t[:, 2:]
         return torch.cat([torso, math.sqrt(self.config.depth_weight) * depth], dim=1)
@@ -422,7 +447,7 @@ class SMPLify:
         batch, num_params = pose.shape[0], projected_d.shape[-1]
         if stage.objective == "camera":
             torso = self._torso
-            visible = (obs.torso_confidences[:, torso] > 0).to(pose.dtype)[..., None]
+            visible = obs.torso_weights[..., None]
             r_torso = ((projected[:, torso] - obs.keypoints[:, torso]) * visible).flatten(1)
             d_torso = (projected_d[:, torso] * visible[..., None]).flatten(1, 2)
             weight = math.sqrt(cfg.depth_weight)
@@ -586,10 +611,14 @@ class SMPLify:
         conf = conf.clone()
         conf[:, self._ignored] = 0.0
         valid = (conf > 0).sum(dim=1) >= 2
+        torso_weights = losses.torso_camera_weights(
+            torso_conf, self._torso_openpose, self._torso_gt, self.config.torso_rule
+        )
         observations = _Observations(
             keypoints=coords,
             confidences=conf,
             torso_confidences=torso_conf,
+            torso_weights=torso_weights,
             intrinsics=intrinsics.to(ref.dtype),
             initial_cam_t=torch.zeros(keypoints.shape[0], 3, dtype=ref.dtype, device=ref.device),
         )

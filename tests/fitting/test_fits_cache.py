@@ -11,7 +11,9 @@ import torch
 from spin.body import load_body_model
 from spin.body.joint_conventions import flip_permutation
 from spin.data.augment import augment_pose_rotvecs, rotate_joints_3d
+from spin.fitting import fit_dataset as fd
 from spin.fitting.fits_cache import (
+    FITS_CACHE_FORMAT_VERSION,
     CachedFits,
     FitsCache,
     FitsCacheConfig,
@@ -330,7 +332,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
     assert loaded.step == 11 and loaded.config.valid_threshold == 80.0
     assert not (tmp_path / "cache.h5.tmp").exists()
     with h5py.File(path, "r") as f:
-        assert f.attrs["format_version"] == 1
+        assert f.attrs["format_version"] == FITS_CACHE_FORMAT_VERSION == 2
         assert json.loads(f.attrs["config"])["max_abs_beta"] == 2.5
         assert f["lsp/pose"].shape == (6, 72) and f["lsp/pose"].dtype == np.float32
     # A later save with an explicit step.
@@ -440,7 +442,7 @@ def write_static_fits(path, sample_index, loss=None, valid=None, num_betas=NUM_B
             "imgname", data=np.array([f"im{i}.jpg" for i in sample_index], dtype=object),
             dtype=h5py.string_dtype(),
         )  # fmt: skip
-        f.attrs["format_version"] = 1
+        f.attrs["format_version"] = fd.OUTPUT_FORMAT_VERSION
         f.attrs["config"] = "{}"
     return path
 

@@ -43,12 +43,31 @@ def test_shape_and_depth_and_torso_by_hand():
     assert losses.camera_depth_loss(cam, torch.tensor([[5.0, 5.0, 10.0]])).item() == 4.0
     projected = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]])
     keypoints = torch.tensor([[[3.0, 4.0], [1.0, 2.0], [0.0, 0.0]]])
-    conf = torch.tensor([[1.0, 0.3, 0.0]])
-    # Joint 2 is not a torso joint here; joint 1 counts whatever its confidence (> 0).
-    value = losses.torso_camera_loss(projected, keypoints, conf, [0, 1])
+    # Joint 2 is not a torso joint here; the weights say which torso joints count.
+    value = losses.torso_camera_loss(projected, keypoints, torch.tensor([[1.0, 1.0]]), [0, 1])
     assert value.item() == pytest.approx(25.0 + 1.0)
-    conf[0, 0] = 0.0
-    assert losses.torso_camera_loss(projected, keypoints, conf, [0, 1]).item() == 1.0
+    assert losses.torso_camera_loss(projected, keypoints, torch.tensor([[0.0, 1.0]]), [0, 1]) == 1
+
+
+def test_torso_weights_follow_spins_rule():
+    """SPIN's camera_fitting_loss: the OpenPose torso joints if all have confidence > 0,
+    else the ground-truth ones whatever their confidence; "visible": those seen."""
+    openpose, gt = [0, 1], [2, 3]
+    conf = torch.tensor(
+        [
+            [0.9, 0.4, 0.0, 0.0],  # all OpenPose torso joints seen -> OpenPose only
+            [0.9, 0.0, 0.8, 0.0],  # one missing -> ground truth only, even the unseen one
+            [0.0, 0.0, 0.0, 0.0],  # nothing seen -> SPIN still uses the ground-truth ones
+        ]
+    )
+    spin_rule = losses.torso_camera_weights(conf, openpose, gt, "spin")
+    torch.testing.assert_close(
+        spin_rule, torch.tensor([[1.0, 1, 0, 0], [0.0, 0, 1, 1], [0.0, 0, 1, 1]])
+    )
+    visible = losses.torso_camera_weights(conf, openpose, gt, "visible")
+    torch.testing.assert_close(visible, (conf > 0).float())
+    with pytest.raises(ValueError, match="unknown torso rule"):
+        losses.torso_camera_weights(conf, openpose, gt, "all")
 
 
 def test_residual_forms_square_to_the_losses():
@@ -66,9 +85,10 @@ def test_residual_forms_square_to_the_losses():
     assert torch.allclose(
         (losses.angle_prior_residuals(body_pose) ** 2).sum(-1), losses.angle_prior(body_pose)
     )
-    t = losses.torso_camera_residuals(projected, keypoints, conf, [0, 2, 5])
+    weights = (conf[:, [0, 2, 5]] > 0.5).float()
+    t = losses.torso_camera_residuals(projected, keypoints, weights, [0, 2, 5])
     assert torch.allclose(
-        (t**2).sum(-1), losses.torso_camera_loss(projected, keypoints, conf, [0, 2, 5])
+        (t**2).sum(-1), losses.torso_camera_loss(projected, keypoints, weights, [0, 2, 5])
     )
 
 

@@ -186,3 +186,56 @@ def test_clear_errors(body, prior):
         smplify(torch.zeros(2, 49, 3), torch.eye(3))
     with pytest.raises(ValueError, match="unknown variables"):
         StageConfig("x", "body", ("elbow",), 3)
+
+
+def spin_camera_objective(projected, keypoints, cam_t, initial_cam_t, depth_weight=100.0):
+    """SPIN's camera_fitting_loss per sample, written out from its definition: the four
+    OpenPose torso joints if all have confidence > 0, else the four ground-truth ones, with
+    no confidence weighting, plus 100^2 (tz - tz_init)^2."""
+    from spin.body.joint_conventions import SPIN_49
+
+    openpose = [SPIN_49.index(n) for n in ("OP RHip", "OP LHip", "OP RShoulder", "OP LShoulder")]
+    gt = [SPIN_49.index(n) for n in ("Right Hip", "Left Hip", "Right Shoulder", "Left Shoulder")]
+    error_op = ((keypoints[:, openpose, :2] - projected[:, openpose]) ** 2).sum(dim=(1, 2))
+    error_gt = ((keypoints[:, gt, :2] - projected[:, gt]) ** 2).sum(dim=(1, 2))
+    use_op = keypoints[:, openpose, 2].min(dim=-1).values > 0
+    depth = depth_weight**2 * (cam_t[:, 2] - initial_cam_t[:, 2]) ** 2
+    return torch.where(use_op, error_op, error_gt) + depth
+
+
+@pytest.mark.parametrize("mode", ["faithful", "lm"])
+def test_camera_stage_uses_spins_torso_rule(body, prior, mode):
+    from spin.body.joint_conventions import SPIN_49
+
+    keypoints, intrinsics, pose, betas, cam_t = make_bodies(body, 3, seed=5, noise_px=4.0)
+    keypoints[1, SPIN_49.index("OP LHip"), 2] = 0.0  # -> ground-truth torso joints
+    keypoints[2, SPIN_49.index("OP RShoulder"), 2] = 0.0
+    keypoints[2, SPIN_49.index("Left Shoulder"), 2] = 0.0  # used by SPIN all the same
+    smplify = SMPLify(body, prior, SMPLifyConfig(mode=mode))
+    obs, _ = smplify._observations(keypoints, intrinsics, "spin49")
+    start = cam_t + torch.tensor([0.05, -0.03, 0.5])
+    obs = type(obs)(**{**obs.__dict__, "initial_cam_t": cam_t})
+    variables = {
+        "global_orient": pose[:, :3],
+        "body_pose": pose[:, 3:],
+        "betas": betas,
+        "cam_t": start,
+    }
+    ours = smplify._camera_terms(variables, obs)["total"]
+    projected = perspective_projection(
+        body(pose_rotvecs=pose, betas=betas, transl=start).joints_spin, intrinsics
+    )
+    expected = spin_camera_objective(projected, keypoints, start, cam_t)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-3)
+    residuals = smplify._camera_residuals(variables, obs)
+    torch.testing.assert_close((residuals**2).sum(-1), expected, rtol=1e-5, atol=1e-3)
+    if smplify.sparse_model is not None:  # LM's analytic residuals, too
+        stage = StageConfig("camera", "camera", ("global_orient", "cam_t"), 1, "lm")
+        analytic, _ = smplify._analytic_linearization(stage, variables, obs)
+        torch.testing.assert_close((analytic**2).sum(-1), expected, rtol=1e-5, atol=1e-3)
+    # The old rule (every torso joint with confidence > 0) is a named option, and differs.
+    visible = SMPLify(body, prior, SMPLifyConfig(mode=mode, torso_rule="visible"))
+    obs_v, _ = visible._observations(keypoints, intrinsics, "spin49")
+    obs_v = type(obs_v)(**{**obs_v.__dict__, "initial_cam_t": cam_t})
+    other = visible._camera_terms(variables, obs_v)["total"]
+    assert not torch.allclose(other[1:], expected[1:], rtol=1e-3)
