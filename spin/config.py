@@ -10,6 +10,7 @@ data (saved next to every checkpoint, so a checkpoint alone rebuilds its model).
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,37 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration value or key is wrong; the message says which and what is allowed."""
+
+
+MAX_CONFIG_BYTES = 1 << 20
+"""Largest config file read (a YAML config is a few kB; this refuses /dev/zero and the like)."""
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 3, 6, 6
+_SHORT.maxstring = _SHORT.maxother = 80
+
+
+def _show(value: Any) -> str:
+    """A bounded repr for messages (a YAML alias bomb expands to a huge value)."""
+    return _SHORT.repr(value)
+
+
+def _read_config_file(path: Path) -> Any:
+    """The YAML of a regular file of at most MAX_CONFIG_BYTES, as plain data."""
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is not a regular file")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is {size} bytes; a config is at most 1 MiB")
+    try:
+        return yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (UTF-8)") from None
+    except yaml.YAMLError as error:
+        problem = " ".join(str(error).split())[:300]
+        raise ConfigError(f"config file {path} is not valid plain YAML: {problem}") from None
 
 
 def config_to_dict(config: Any) -> Any:
@@ -67,12 +99,14 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     data = _merge({}, data, "")
     for override in overrides:
         if "=" not in override:
-            raise ConfigError(f"override {override!r} is not of the form key=value")
+            raise ConfigError(f"override {_show(override)} is not of the form key=value")
         key, raw = override.split("=", 1)
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as error:
-            raise ConfigError(f"override {override!r}: cannot parse {raw!r}: {error}") from None
+            raise ConfigError(
+                f"override {_show(override)}: cannot parse {_show(raw)}: {error}"
+            ) from None
         _set_dotted(data, key.strip(), value)
     return data
 
@@ -98,25 +132,25 @@ def _convert(value: Any, annotation: Any, path: str) -> Any:
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(
-                f"{path}: expected a mapping for {annotation.__name__}, got {value!r}"
+                f"{path}: expected a mapping for {annotation.__name__}, got {_show(value)}"
             )
         return build_config(annotation, value, path=path)
     origin = typing.get_origin(annotation)
     if origin in (tuple, list, Sequence):
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
+            raise ConfigError(f"{path}: expected a list, got {_show(value)}")
         args = typing.get_args(annotation)
         item = args[0] if args else Any
         items = [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{path}: expected a mapping, got {_show(value)}")
         return dict(value)
     if origin is typing.Literal:
         choices = typing.get_args(annotation)
         if value not in choices:
-            raise ConfigError(f"{path}: {value!r} is not one of {list(choices)}")
+            raise ConfigError(f"{path}: {_show(value)} is not one of {list(choices)}")
         return value
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -124,11 +158,11 @@ def _convert(value: Any, annotation: Any, path: str) -> Any:
         try:  # YAML 1.1 reads "1e-4" (no dot) as a string
             return float(value)
         except ValueError:
-            raise ConfigError(f"{path}: expected float, got {value!r}") from None
+            raise ConfigError(f"{path}: expected float, got {_show(value)}") from None
     if annotation is int and isinstance(value, bool):
-        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        raise ConfigError(f"{path}: expected an integer, got {_show(value)}")
     if annotation in (int, float, str, bool) and not isinstance(value, annotation):
-        raise ConfigError(f"{path}: expected {annotation.__name__}, got {value!r}")
+        raise ConfigError(f"{path}: expected {annotation.__name__}, got {_show(value)}")
     return value
 
 
@@ -156,9 +190,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
     data: dict = {}
     if path is not None:
         path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = _read_config_file(path) or {}
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: the top level must be a mapping")
         data = dict(loaded)

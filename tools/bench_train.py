@@ -33,7 +33,7 @@ PARTS = (
 
 def measure(config: TrainConfig, warmup: int, steps: int) -> dict:
     """Mean timings over the last ``steps`` of ``warmup + steps`` logged steps."""
-    trainer = Trainer(config, progress=False)
+    trainer = Trainer(config, progress=False, overwrite=True)  # benchmark runs are scratch
     trainer.run(max_steps=warmup + steps)
     lines = (trainer.run_dir / "metrics.jsonl").read_text().splitlines()
     timed = [m for m in map(json.loads, lines) if "time/forward" in m][-steps:]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import pickle
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from spin.config import ConfigError, load_config
 
@@ -29,8 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue RUN_DIR/NAME from its checkpoint and fits cache (exactly)",
+        help="continue RUN_DIR/NAME from its checkpoint and fits cache (exactly); a new run "
+        "starts, with a notice, when it has no checkpoint yet. The model and data settings "
+        "must be the checkpoint's",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete an existing run in RUN_DIR/NAME and start again (without --resume or "
+        "--overwrite, an existing run is never touched)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
         "overrides",
@@ -41,6 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_FAILURE = 1
+#: Errors that describe a problem with the inputs (files, data, settings, the disk), reported
+#: as one line; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError, KeyError, pickle.UnpicklingError)
+MAX_MESSAGE_CHARS = 2000
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line, cut to a readable length."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[:MAX_MESSAGE_CHARS] + f"... ({len(text)} characters)"
+    return text
+
+
+def _remove_failed_start(run_dir: Path, existed: bool) -> None:
+    """A run folder this command created and that holds no checkpoint is only a failed start:
+    remove it so that the next attempt does not meet a half-made run."""
+    if existed or not run_dir.is_dir() or (run_dir / "checkpoint.pt").exists():
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from spin.train.config import TrainConfig
@@ -48,14 +83,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(TrainConfig, args.config, args.overrides)
     except ConfigError as error:
-        print(f"spin-train: {error}", file=sys.stderr)
+        print(f"spin-train: {_one_line(error)}", file=sys.stderr)
         return 2
     from spin.train.distributed import cleanup_distributed
     from spin.train.trainer import Trainer
 
+    run_dir = Path(config.run_dir) / config.name
+    existed = run_dir.exists()
     try:
-        trainer = Trainer(config, resume=args.resume, progress=not args.no_progress)
+        trainer = Trainer(
+            config, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite
+        )
         metrics = trainer.run()
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        _remove_failed_start(run_dir, existed)
+        print(f"spin-train: {_one_line(error)}", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
         cleanup_distributed()
     if trainer.distributed.is_main:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -62,6 +63,10 @@ class SyntheticDataConfig:
     seed: int = 0
 
 
+MIN_IMG_SIZE = 16
+"""Smallest crop side the network accepts (the backbones halve it 4-5 times)."""
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Training mix and validation split. With ``synthetic`` set and ``train`` empty, the
@@ -83,6 +88,15 @@ class DataConfig:
     val_samples: int = 200
     input_representation: Literal["rgb", "part_segmentation", "keypoint_heatmaps"] = "rgb"
     heatmap_sigma: float = HEATMAP_SIGMA
+
+    def __post_init__(self) -> None:
+        if self.img_size < MIN_IMG_SIZE:
+            raise ValueError(f"data.img_size must be >= {MIN_IMG_SIZE} pixels, got {self.img_size}")
+        if self.val_samples < 0 or self.num_workers < 0:
+            raise ValueError(
+                f"data.val_samples and data.num_workers must be >= 0, got {self.val_samples} "
+                f"and {self.num_workers}"
+            )
 
 
 @dataclass(frozen=True)
@@ -156,6 +170,21 @@ class TrainConfig:
     dtype: Literal["float32", "float64"] = "float32"
 
     def __post_init__(self) -> None:
+        if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\\0"):
+            raise ValueError(
+                f"name must be a plain folder name (no '/', not empty, '.' or '..'), got "
+                f"{self.name!r}; the run goes to run_dir/name"
+            )
+        for key in ("batch_size", "num_steps", "log_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("val_every", "checkpoint_every", "threads"):
+            if getattr(self, key) < 0:
+                raise ValueError(
+                    f"{key} must be >= 0 (0: never / default), got {getattr(self, key)}"
+                )
+        if not (math.isfinite(self.lr) and self.lr >= 0.0):
+            raise ValueError(f"lr must be a finite number >= 0, got {self.lr}")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0.0 <= self.lr_final_fraction <= 1.0:

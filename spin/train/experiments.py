@@ -64,7 +64,7 @@ def mean_pose_baseline(config_path: str, overrides: Sequence[str], run_dir: str)
 
     overrides = [*overrides, "name=mean_pose", f"run_dir={run_dir}", "wandb.enabled=false"]
     config = load_config(TrainConfig, config_path, overrides)
-    return Trainer(config, progress=False).validate()
+    return Trainer(config, progress=False, overwrite=True).validate()  # a scratch folder
 
 
 def _cell(value) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -41,7 +42,10 @@ from spin.regressor.hmr import build_hmr
 from spin.train import step as steps
 from spin.train.adversarial import add_adversarial_loss, build_adversarial_prior
 from spin.train.checkpoint import (
+    CACHE_NAME,
     CHECKPOINT_NAME,
+    CONFIG_NAME,
+    PENDING_CACHE_NAME,
     load_checkpoint,
     save_checkpoint,
     settle_fits_cache,
@@ -59,7 +63,74 @@ from spin.train.distributed import (
 )
 from spin.train.run_logger import NullLogger, RunLogger
 
-__all__ = ["Trainer", "ensure_synthetic_data"]
+__all__ = ["RunFolderError", "Trainer", "ensure_synthetic_data", "prepare_run_folder"]
+
+#: Files that make a folder a run (a new run refuses to start over them).
+RUN_FILES = (
+    CONFIG_NAME,
+    CHECKPOINT_NAME,
+    CACHE_NAME,
+    PENDING_CACHE_NAME,
+    "metrics.jsonl",
+    "final_metrics.json",
+)
+#: Settings a resumed run must share with the checkpoint: they define its model and data.
+RESUME_MUST_MATCH = (
+    "mode",
+    "body_model",
+    "pose_prior",
+    "hmr.backbone.name",
+    "hmr.backbone.in_channels",
+    "hmr.iterations",
+    "hmr.hidden",
+    "hmr.hidden_relu",
+    "hmr.focal_length",
+    "hmr.crop_size",
+    "data.img_size",
+    "data.input_representation",
+)
+
+
+class RunFolderError(ValueError):
+    """The run folder does not fit the request: a run exists and neither ``--resume`` nor
+    ``--overwrite`` was given, or the checkpoint being resumed belongs to another setup."""
+
+
+def prepare_run_folder(run_dir: Path, resume: bool, overwrite: bool, is_main: bool = True) -> None:
+    """Refuse to start a new run over an existing one unless ``overwrite`` (which deletes
+    the old folder); with ``resume`` and no checkpoint, say that a new run starts."""
+    if resume and overwrite:
+        raise RunFolderError("--resume and --overwrite exclude each other: continue or replace?")
+    if resume:
+        if is_main and not (run_dir / CHECKPOINT_NAME).exists():
+            print(f"no checkpoint in {run_dir}: nothing to resume, starting a new run")
+        return
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if not existing:
+        return
+    if not overwrite:
+        raise RunFolderError(
+            f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue "
+            "it, --overwrite to replace it, or choose another name=..."
+        )
+    if is_main:
+        print(f"--overwrite: deleting the run in {run_dir}")
+        shutil.rmtree(run_dir)
+
+
+def _differences(stored: dict, current: dict, keys: tuple[str, ...]) -> list[str]:
+    """``key: stored -> current`` for each dotted key whose values differ."""
+
+    def get(tree: dict, dotted: str):
+        for part in dotted.split("."):
+            tree = tree.get(part) if isinstance(tree, dict) else None
+        return tree
+
+    return [
+        f"{key}: {get(stored, key)!r} in the checkpoint, {get(current, key)!r} now"
+        for key in keys
+        if get(stored, key) != get(current, key)
+    ]
 
 
 def ensure_synthetic_data(config: TrainConfig) -> tuple[list[DatasetEntry], DatasetEntry]:
@@ -141,11 +212,20 @@ class Trainer:
 
     Args:
         config: the run's configuration.
-        resume: continue from ``run_dir/name/checkpoint.pt`` when it exists.
+        resume: continue from ``run_dir/name/checkpoint.pt`` when it exists (a new run
+            starts, with a notice, when it does not).
         progress: show a tqdm bar.
+        overwrite: delete an existing run in ``run_dir/name`` first; without it (or
+            ``resume``) an existing run is an error (:class:`RunFolderError`).
     """
 
-    def __init__(self, config: TrainConfig, resume: bool = False, progress: bool = True):
+    def __init__(
+        self,
+        config: TrainConfig,
+        resume: bool = False,
+        progress: bool = True,
+        overwrite: bool = False,
+    ):
         # The backbone's input channels follow data.input_representation.
         self.config = config = resolve_input_channels(config)
         self.progress = progress
@@ -161,6 +241,9 @@ class Trainer:
         self.distributed = init_distributed(config.device)
         local_batch_size(config.batch_size, self.distributed.world_size)  # divisible, or fail now
         self.device = self.distributed.device
+        if not overwrite or self.distributed.is_main:  # rank 0 alone deletes
+            prepare_run_folder(self.run_dir, resume, overwrite, self.distributed.is_main)
+        barrier(self.distributed)
         self.dtype = getattr(torch, config.dtype)
 
         self.body_model = load_body_model(config.body_model).to(self.device, self.dtype)
@@ -230,7 +313,17 @@ class Trainer:
         # Rank 0 first: it settles an interrupted cache commit before the others read.
         with main_first(self.distributed):
             if resume and (self.run_dir / CHECKPOINT_NAME).exists():
-                state = load_checkpoint(self.run_dir / CHECKPOINT_NAME, self.model, self.optimizer)
+                path = self.run_dir / CHECKPOINT_NAME
+                mismatch = _differences(
+                    load_checkpoint(path)["config"], config_to_dict(config), RESUME_MUST_MATCH
+                )
+                if mismatch:
+                    raise RunFolderError(
+                        f"{path} was trained with other settings ({'; '.join(mismatch)}); "
+                        f"resume with the run's own config ({self.run_dir / CONFIG_NAME}) or "
+                        "start a new run (another name=, or --overwrite)"
+                    )
+                state = load_checkpoint(path, self.model, self.optimizer)
                 self.step = state["step"]
                 if self.adversarial is not None:
                     if "adversarial" in state["modules"]:
@@ -238,6 +331,12 @@ class Trainer:
                     else:
                         print("warning: the checkpoint has no discriminator; starting a new one")
                 cache_path = settle_fits_cache(self.run_dir, self.step)
+                if self.cache is not None and cache_path is None:
+                    raise RunFolderError(
+                        f"{self.run_dir / CACHE_NAME} is missing: the checkpoint of step "
+                        f"{self.step} cannot be resumed without its fits cache; restore the file, "
+                        "or start the run again (--overwrite)"
+                    )
                 if self.cache is not None and cache_path is not None:
                     self.cache = FitsCache.load(cache_path)
                     if self.cache.step != self.step:

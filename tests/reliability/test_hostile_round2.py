@@ -1,0 +1,181 @@
+"""Hostile inputs, round 2 (issue 16): one test (or family) per class of failure found by an
+outside tester. Each failed before its fix; the comment on each says what used to happen.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from spin.cli import train as train_cli
+from spin.config import ConfigError, load_config
+from spin.train.config import TrainConfig
+from spin.train.trainer import RunFolderError, Trainer
+from tests.train.tiny import TINY, tiny_config
+
+SHORT_RUN = ["num_steps=1", "val_every=0", "checkpoint_every=1", "threads=1"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("synthetic_tiny")
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_dir, tmp_path_factory):
+    """A finished one-step run: ``(run_dir, run folder)``."""
+    run_dir = tmp_path_factory.mktemp("runs")
+    Trainer(tiny_config(data_dir, run_dir, *SHORT_RUN), progress=False).run()
+    return run_dir, run_dir / "tiny"
+
+
+def _train(data_dir, run_dir, *args) -> tuple[int, str]:
+    """spin-train in this process; (exit code, stderr)."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    argv = [
+        "--config",
+        str(TINY),
+        "--no-progress",
+        *[a for a in args if a.startswith("--")],
+        f"data.synthetic.out_dir={data_dir}",
+        f"run_dir={run_dir}",
+        *SHORT_RUN,
+        *[a for a in args if not a.startswith("--")],
+    ]
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = train_cli.main(argv)
+    return code, err.getvalue()
+
+
+# --- 1. A finished run is never overwritten silently; names stay inside run_dir -------------
+
+
+def test_a_finished_run_is_not_overwritten_without_overwrite(data_dir, finished_run):
+    # Used to: replace checkpoint.pt and fits_cache.h5 and cut metrics.jsonl, exit 0.
+    run_dir, run = finished_run
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()}
+    code, err = _train(data_dir, run_dir)
+    assert code == 1
+    assert err.count("\n") == 1 and "--resume" in err and "--overwrite" in err
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()} == before
+
+
+def test_overwrite_replaces_the_run(data_dir, tmp_path):
+    Trainer(tiny_config(data_dir, tmp_path, *SHORT_RUN), progress=False).run()
+    marker = tmp_path / "tiny" / "old_file.txt"
+    marker.write_text("from the old run")
+    code, err = _train(data_dir, tmp_path, "--overwrite")
+    assert code == 0, err
+    assert not marker.exists() and (tmp_path / "tiny" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/abs", "", ".", "a/b"])
+def test_names_that_leave_run_dir_are_refused(name):
+    # Used to: write outside run_dir (../.., absolute) or into run_dir itself (empty).
+    with pytest.raises(ConfigError, match="plain folder name"):
+        load_config(TrainConfig, TINY, [f"name={name}"])
+
+
+# --- 2. --resume checks what it resumes --------------------------------------------------------
+
+
+def test_resume_refuses_another_body_model_or_backbone(data_dir, finished_run):
+    # Used to: continue silently with another body model or another backbone.
+    run_dir, _ = finished_run
+    for override, key in (
+        ("body_model=open", "body_model"),
+        ("hmr.backbone.name=resnet18", "hmr.backbone.name"),
+    ):
+        config = tiny_config(data_dir, run_dir, *SHORT_RUN, "num_steps=2", override)
+        with pytest.raises(RunFolderError, match=f"{key}: .* in the checkpoint"):
+            Trainer(config, resume=True, progress=False)
+
+
+def test_resume_without_checkpoint_says_a_new_run_starts(data_dir, tmp_path, capsys):
+    # Used to: train from scratch without a word.
+    Trainer(tiny_config(data_dir, tmp_path, *SHORT_RUN), resume=True, progress=False)
+    assert "nothing to resume, starting a new run" in capsys.readouterr().out
+
+
+def test_resume_without_the_fits_cache_is_refused(data_dir, tmp_path):
+    # Used to: continue with an empty cache, losing every refined fit.
+    Trainer(tiny_config(data_dir, tmp_path, *SHORT_RUN), progress=False).run()
+    (tmp_path / "tiny" / "fits_cache.h5").unlink()
+    config = tiny_config(data_dir, tmp_path, *SHORT_RUN, "num_steps=2")
+    with pytest.raises(RunFolderError, match="fits_cache.h5 is missing"):
+        Trainer(config, resume=True, progress=False)
+
+
+# --- 7. No hang on special files; 8. no traceback for bad settings ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("batch_size=-8", "batch_size must be >= 1"),
+        ("num_steps=0", "num_steps must be >= 1"),
+        ("log_every=0", "log_every must be >= 1"),
+        ("data.img_size=0", "img_size must be >= 16"),
+        ("lr=.inf", "lr must be a finite number"),
+    ],
+)
+def test_bad_settings_are_one_line_usage_errors(override, match, tmp_path):
+    # Used to: "length must be positive", ZeroDivisionError, "Singular matrix", or NaN later.
+    code, err = _train(tmp_path / "data", tmp_path, override)
+    assert code == 2 and match in err and err.count("\n") == 1, err
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_config_files_that_hang_or_carry_tags_are_refused(tmp_path):
+    # Used to: read /dev/zero until memory ran out; a !!python tag ended in a traceback; a
+    # 600-byte alias bomb printed a 351 MB message.
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    tagged = tmp_path / "tagged.yaml"
+    tagged.write_text('name: !!python/object/apply:os.system ["echo owned"]\n')
+    layers = ["a: &a [" + ",".join(['"lol"'] * 9) + "]"]
+    for i, letter in enumerate("bcdefgh"):
+        previous = "abcdefgh"[i]
+        layers.append(f"{letter}: &{letter} [" + ",".join([f"*{previous}"] * 9) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(layers) + "\n")
+    command = [sys.executable, "-m", "spin.cli.train", "--config"]
+    for path, match in (
+        ("/dev/zero", "not a regular file"),
+        (str(fifo), "not a regular file"),
+        (str(tagged), "not valid plain YAML"),
+        (str(bomb), "unknown key"),
+    ):
+        done = subprocess.run([*command, path], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert match in done.stderr and len(done.stderr) < 3000, done.stderr[:500]
+        assert "Traceback" not in done.stderr
+
+
+def test_a_failed_start_leaves_no_half_made_run(data_dir, tmp_path, monkeypatch):
+    # Used to: leave a run folder holding only config.json, which then blocked a new start.
+    def fails(self, batch):
+        raise FloatingPointError("non-finite loss at step 1 (injected)")
+
+    monkeypatch.setattr(Trainer, "train_step", fails)
+    code, err = _train(data_dir, tmp_path)
+    assert code == 1 and "non-finite loss" in err and "Traceback" not in err
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_debug_shows_the_traceback(data_dir, finished_run):
+    run_dir, _ = finished_run
+    with pytest.raises(RunFolderError):
+        _train(data_dir, run_dir, "--debug")
+
+
+def test_help_names_resume_overwrite_and_debug():
+    text = train_cli.build_parser().format_help()
+    for option in ("--resume", "--overwrite", "--debug"):
+        assert option in text
