@@ -578,6 +578,7 @@ class Trainer:
         show = self.progress and self.distributed.is_main
         bar = tqdm(total=end - self.step, desc=config.name, disable=not show, unit="step")
         metrics: dict = {}
+        validated_at = None  # the step this call last validated at
         window_start = time.perf_counter()
         data_start = time.perf_counter()
         for batch in loader:
@@ -603,6 +604,7 @@ class Trainer:
                 self.logger.log_panel(self._last, self.body_model, self.step)
             if config.val_every and self.step % config.val_every == 0:
                 val = self.validate()
+                validated_at = self.step
                 self.logger.log(val, self.step)
                 if val:
                     tqdm.write(format_validation(self.step, val))
@@ -613,7 +615,7 @@ class Trainer:
         bar.close()
         if self.step == end:
             self.save()
-            if self.step == config.num_steps:
+            if self.step == config.num_steps and validated_at != self.step:
                 val = self.validate()
                 if val:
                     self.logger.log(val, self.step)
