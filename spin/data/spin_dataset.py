@@ -25,10 +25,16 @@ reads as zeros with zero confidence (as SPIN does). The 49 keypoints of a sample
 
 Errors and bad samples:
 
-- At construction, missing keys, inconsistent lengths or shapes, non-positive
-  scales and missing image files raise :class:`DatasetFormatError` naming what is
-  wrong (missing files: the first few and the count). ``allow_missing=True``
-  turns missing files into load-time skips instead.
+- At construction, missing keys, inconsistent lengths or shapes, missing image files
+  and ``imgname`` entries that lead outside the image folder (``../``, absolute
+  paths) raise :class:`DatasetFormatError` naming what is wrong (missing files: the
+  first few and the count). ``allow_missing=True`` turns missing files into load-time
+  skips instead; ``allow_outside_images=True`` accepts paths outside the folder.
+- A sample whose box is not usable (``center``/``scale`` not finite, ``scale <= 0``,
+  a box side outside ``[MIN_BOX_PX, MAX_BOX_PX]``, a centre beyond ``MAX_BOX_PX`` of
+  the origin, or no visible keypoint within one box side of the centre) is dropped
+  like an unreadable image: replaced by the next usable sample, counted
+  (:attr:`SpinDataset.bad_boxes`, :meth:`SpinDataset.summary`) and warned about once.
 - A file with no samples raises :class:`DatasetFormatError` at construction.
 - Non-finite labels never reach a loss: at construction a 2D keypoint with a NaN or
   infinite value gets zero coordinates and confidence, a sample whose ``S`` has one
@@ -126,6 +132,15 @@ KEY_SHAPES: dict[str, tuple[int, ...]] = {
     "transl": (3,),
 }
 
+MIN_BOX_PX = 4.0
+"""Smallest person box side (pixels) a sample may have; ``scale`` is the side / 200."""
+
+MAX_BOX_PX = 1.0e5
+"""Largest box side, and largest distance of a box centre from the image origin (pixels)."""
+
+BOX_SCALE_UNIT = 200.0
+"""SPIN's ``scale`` is the box side in units of 200 pixels."""
+
 MISSING_FILES_SHOWN = 5
 """How many missing or unreadable file names an error or summary lists."""
 
@@ -169,20 +184,37 @@ def validate_annotations(arrays: Mapping[str, np.ndarray], source: str = "annota
             raise DatasetFormatError(
                 f"{source}: key {key!r} has shape {shape}, expected {(num, *trailing)}"
             )
-    scale = np.asarray(arrays["scale"], dtype=np.float64)
-    bad = np.flatnonzero(~(np.isfinite(scale) & (scale > 0)))
-    if bad.size:
-        raise DatasetFormatError(
-            f"{source}: {bad.size} sample(s) have a non-positive or non-finite 'scale' "
-            f"(first: sample {bad[0]}, scale {scale[bad[0]]}); fix or drop those records"
-        )
-    center = np.asarray(arrays["center"], dtype=np.float64)
-    bad = np.flatnonzero(~np.isfinite(center).all(axis=-1))
-    if bad.size:
-        raise DatasetFormatError(
-            f"{source}: {bad.size} sample(s) have a non-finite 'center' (first: sample {bad[0]})"
-        )
     return num
+
+
+def box_problems(
+    center: np.ndarray, scale: np.ndarray, keypoints: np.ndarray | None = None
+) -> dict[int, str]:
+    """Samples whose person box cannot be cropped: sample index -> what is wrong.
+
+    Args:
+        center: ``(N, 2)`` box centres in pixels; scale: ``(N,)`` box sides / 200.
+        keypoints: ``(N, J, 3)`` 2D keypoints with confidences in the same pixels: a box
+            with no visible keypoint within one box side of its centre is not this person's.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        side = np.asarray(scale, dtype=np.float64) * BOX_SCALE_UNIT
+        center = np.asarray(center, dtype=np.float64)
+        problems = {}
+        for i in np.flatnonzero(~np.isfinite(center).all(axis=-1) | ~np.isfinite(side)):
+            problems[int(i)] = "non-finite center or scale"
+        for i in np.flatnonzero(np.isfinite(side) & ~((side >= MIN_BOX_PX) & (side <= MAX_BOX_PX))):
+            problems[int(i)] = f"box side {side[i]:.3g} px outside [{MIN_BOX_PX:g}, {MAX_BOX_PX:g}]"
+        far = np.isfinite(center).all(axis=-1) & (np.abs(center).max(axis=-1) > MAX_BOX_PX)
+        for i in np.flatnonzero(far):
+            problems.setdefault(int(i), f"box centre {center[i].tolist()} beyond {MAX_BOX_PX:g} px")
+        if keypoints is not None:
+            visible = keypoints[..., 2] > 0
+            reach = np.abs(keypoints[..., :2] - center[:, None]).max(axis=-1) <= side[:, None]
+            astray = visible.any(axis=1) & ~(visible & reach).any(axis=1)
+            for i in np.flatnonzero(astray):
+                problems.setdefault(int(i), "no visible keypoint within one box side of the centre")
+    return problems
 
 
 def _strings(array: np.ndarray) -> np.ndarray:
@@ -256,6 +288,8 @@ class SpinDataset(Dataset):
             construction.
         allow_pickle: let numpy unpickle object arrays in the ``.npz`` (trusted
             files only).
+        allow_outside_images: accept ``imgname`` entries that lead outside
+            ``image_folder`` (``../``, absolute paths); refused by default.
         input_representation: what ``img`` is: ``"rgb"``, ``"part_segmentation"`` or
             ``"keypoint_heatmaps"`` (:mod:`spin.data.representations`).
         part_maps: segmentation folder, needed for ``"part_segmentation"``
@@ -279,6 +313,7 @@ class SpinDataset(Dataset):
         input_representation: str = "rgb",
         part_maps: str | os.PathLike | None = None,
         heatmap_sigma: float = HEATMAP_SIGMA,
+        allow_outside_images: bool = False,
     ) -> None:
         npz_path = Path(npz_path)
         if input_representation not in INPUT_REPRESENTATIONS:
@@ -343,11 +378,46 @@ class SpinDataset(Dataset):
 
         self._bad_files: dict[str, str] = {}  # imgname -> why it cannot be read
         self._skip_counts: Counter[str] = Counter()
+        # index -> what is wrong with the box (after non-finite keypoints were dropped)
+        self.bad_boxes = box_problems(self.center, self.scale, self.keypoints)
+        self._warn_bad_boxes(npz_path)
+        if not allow_outside_images:
+            self._check_images_inside_folder(npz_path)
         self._check_image_files(allow_missing)
         if self.input_representation == "part_segmentation":
             self._check_part_map_files(allow_missing)
 
     # --- construction checks -----------------------------------------------------------
+
+    def _warn_bad_boxes(self, source: Path) -> None:
+        if not self.bad_boxes:
+            return
+        if len(self.bad_boxes) == len(self):
+            raise DatasetFormatError(
+                f"{source}: no sample has a usable box (center/scale); first: sample "
+                f"{min(self.bad_boxes)}, {self.bad_boxes[min(self.bad_boxes)]}"
+            )
+        first = min(self.bad_boxes)
+        warnings.warn(
+            f"dataset {self.name!r} ({source}): {len(self.bad_boxes)} sample(s) with an "
+            f"unusable box are dropped (first: sample {first}, {self.bad_boxes[first]})",
+            stacklevel=3,
+        )
+
+    def _check_images_inside_folder(self, source: Path) -> None:
+        root = self.image_folder.resolve()
+        outside = [
+            name
+            for name in dict.fromkeys(self.imgname)
+            if not (root / name).resolve().is_relative_to(root)
+        ]
+        if outside:
+            raise DatasetFormatError(
+                f"{source}: {len(outside)} imgname entr{'y' if len(outside) == 1 else 'ies'} "
+                f"lead outside the image folder {self.image_folder} (first: {outside[0]!r}); "
+                "fix the file, or pass allow_outside_images=True (a config's dataset entry: "
+                "allow_outside_images: true) if that is intended"
+            )
 
     def _check_image_files(self, allow_missing: bool) -> None:
         missing = [
@@ -500,6 +570,8 @@ class SpinDataset(Dataset):
             f"; {kind} dropped (NaN/inf) on {count} sample(s)"
             for kind, count in self.dropped_labels.items()
         )
+        if self.bad_boxes:
+            dropped += f"; {len(self.bad_boxes)} sample(s) with an unusable box dropped"
         if not self._skip_counts:
             return f"dataset {self.name!r}: {len(self)} samples, none skipped{dropped}"
         files = [
@@ -612,6 +684,9 @@ class SpinDataset(Dataset):
         part_map = None
         for offset in range(num):
             sample = (index + offset) % num
+            if sample in self.bad_boxes:
+                self._skip_counts[f"{self.imgname[sample]} (sample {sample}: bad box)"] += 1
+                continue
             image = self._read_image(sample)
             if image is None:
                 continue

@@ -27,6 +27,7 @@ per-sample similarity Procrustes alignment.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -40,6 +41,7 @@ from torch.utils.data import DataLoader, Subset
 from torch.utils.data._utils.collate import default_collate
 from tqdm import tqdm
 
+from spin.atomic import atomic_write_bytes, atomic_write_text
 from spin.body import BodyModel, load_body_model
 from spin.body.loading import BUNDLED_MODELS, SMPL_DIR_ENV
 from spin.data.formats import load_spin_npz
@@ -219,6 +221,12 @@ def load_regressor(
             f"{checkpoint}: its weights do not fit a regressor for body model {spec!r} "
             f"({body.num_betas} betas): {error}"
         ) from None
+    bad = [name for name, value in model.state_dict().items() if not torch.isfinite(value).all()]
+    if bad:
+        raise ValueError(
+            f"{checkpoint}: {len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]}); the "
+            "run that wrote it diverged. Use an earlier checkpoint"
+        )
     device = torch.device(device)
     return LoadedRegressor(
         model=model.to(device).eval(),
@@ -746,6 +754,15 @@ def evaluate(
     selection = select_samples(arrays, protocol)
     indices = selection.indices
     skipped: dict[str, int] = {}
+    truth_keys = ("S_h36m",) if protocol.ground_truth == "joints" else ("pose", "shape")
+    finite = np.ones(len(indices), dtype=bool)
+    for key in truth_keys:
+        if key in arrays:
+            values = np.asarray(arrays[key], dtype=np.float64)[indices]
+            finite &= np.isfinite(values.reshape(len(indices), -1)).all(axis=1)
+    if not finite.all():  # NaN/inf ground truth cannot be scored: left out, counted
+        skipped["non-finite ground truth"] = int((~finite).sum())
+        indices = indices[finite]
     if limit is not None and len(indices) > limit:
         skipped[f"beyond --limit {limit}"] = len(indices) - limit
         indices = indices[:limit]
@@ -794,6 +811,11 @@ def evaluate(
         img_size=loaded.config.data.img_size,
         is_train=False,
     )
+    if dataset.bad_boxes:  # unusable center/scale: left out, counted
+        usable = np.array([i not in dataset.bad_boxes for i in indices], dtype=bool)
+        if not usable.all():
+            skipped["unusable box (center/scale)"] = int((~usable).sum())
+            indices = indices[usable]
     loader = DataLoader(
         Subset(dataset, indices.tolist()),
         batch_size=batch_size,
@@ -1026,11 +1048,23 @@ def report_to_dict(report: EvalReport) -> dict:
     }
 
 
+def _finite_or_null(value):
+    """The same plain data with NaN and inf floats as None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
 def save_json(report: EvalReport, path: str | os.PathLike) -> Path:
     """Write the report (header, protocol, counts, means, per joint, per sample) as JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report_to_dict(report), indent=1))
+    text = json.dumps(_finite_or_null(report_to_dict(report)), indent=1, allow_nan=False)
+    atomic_write_text(path, text)
     return path
 
 
@@ -1109,5 +1143,7 @@ def save_figure(report: EvalReport, path: str | os.PathLike) -> Path:
         f"{report.protocol.name}: {report.num_evaluated} samples, body model {report.body_model}"
     )
     figure.suptitle(title + "\n" + report.header[2], fontsize=10)
-    figure.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    atomic_write_bytes(path, buffer.getvalue())  # a full disk leaves no half PNG
     return path

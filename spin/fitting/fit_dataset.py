@@ -56,11 +56,11 @@ import h5py
 import numpy as np
 import torch
 
+from spin.atomic import atomic_write_hdf5, fsync_directory
 from spin.body import load_body_model
 from spin.body.joint_conventions import SPIN_49
 from spin.data.augment import BOX_SIZE_PER_SCALE
 from spin.data.formats import NUM_GT_JOINTS, NUM_OPENPOSE_JOINTS
-from spin.fitting.fits_cache import _fsync_path
 from spin.fitting.smplify import IGNORED_JOINTS, SMPLify, SMPLifyConfig, StageConfig
 from spin.geometry import CROP_SIZE, FOCAL_LENGTH, crop_intrinsics, estimate_translation
 
@@ -703,7 +703,7 @@ def write_shard(path: Path, fits: Fits, config_hash: str, start: int, stop: int)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_path(path.parent, directory=True)
+    fsync_directory(path.parent)
 
 
 def read_shard(path: Path, config_hash: str, start: int, stop: int) -> Fits:
@@ -782,25 +782,17 @@ def merge_shards(
     )
     if len(fits) != len(imgname):
         raise FitDatasetError(f"shards hold {len(fits)} samples, expected {len(imgname)}")
-    tmp = out.with_name(out.name + ".tmp")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for name, values in fits.to_arrays().items():
-                f.create_dataset(name, data=values).attrs["description"] = DATASET_DESCRIPTIONS[
-                    name
-                ]
-            f.create_dataset(
-                "imgname", data=imgname.astype(object), dtype=h5py.string_dtype()
-            ).attrs["description"] = DATASET_DESCRIPTIONS["imgname"]
-            for key, value in attrs.items():
-                f.attrs[key] = value
-        _fsync_path(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_path(out.parent, directory=True)
+
+    def fill(f) -> None:
+        for name, values in fits.to_arrays().items():
+            f.create_dataset(name, data=values).attrs["description"] = DATASET_DESCRIPTIONS[name]
+        f.create_dataset("imgname", data=imgname.astype(object), dtype=h5py.string_dtype()).attrs[
+            "description"
+        ] = DATASET_DESCRIPTIONS["imgname"]
+        for key, value in attrs.items():
+            f.attrs[key] = value
+
+    atomic_write_hdf5(out, fill)  # built in memory: a full disk is an OSError, not a crash
     return fits
 
 

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from spin.atomic import atomic_write_hdf5
 from spin.data.augment import augment_pose_rotvecs, unaugment_pose_rotvecs
 
 __all__ = [
@@ -70,7 +71,6 @@ FITS_CACHE_FORMAT_VERSION = 2
 """Bumped whenever the file layout or the meaning of a field changes; :meth:`FitsCache.load`
 refuses other versions. 2: ``loss`` is SPIN's per-joint mean reprojection loss (1: the sum)."""
 POSE_DIM = 72  # 24 SMPL joints x axis-angle
-TMP_SUFFIX = ".tmp"
 RECORD_FIELDS = ("pose", "betas", "loss", "valid", "updated_step")
 NEVER_UPDATED = -1
 
@@ -253,20 +253,6 @@ def _augmentation_groups(rotation_deg: np.ndarray, flipped: np.ndarray) -> dict:
     for row, key in enumerate(zip(rotation_deg.tolist(), flipped.tolist(), strict=True)):
         groups.setdefault((float(key[0]), bool(key[1])), []).append(row)
     return {key: np.asarray(rows, dtype=np.int64) for key, rows in groups.items()}
-
-
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        if directory:  # some platforms (Windows) cannot open folders; nothing to sync there
-            return
-        raise
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- the cache --------------------------------------------------------------------------------
@@ -751,28 +737,20 @@ class FitsCache:
         Returns:
             ``path``.
         """
-        path = Path(path)
-        tmp = path.with_name(path.name + TMP_SUFFIX)
         step = self.step if step is None else int(step)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = FITS_CACHE_FORMAT
-                f.attrs["format_version"] = FITS_CACHE_FORMAT_VERSION
-                f.attrs["config"] = self.config.to_json()
-                f.attrs["step"] = step
-                f.attrs["dataset_names"] = json.dumps(self.dataset_names)
-                for name, records in self._records.items():
-                    group = f.create_group(name)
-                    for key in RECORD_FIELDS:
-                        group.create_dataset(key, data=records[key])
-                f.flush()
-            _fsync_path(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_path(path.parent, directory=True)
+
+        def fill(f) -> None:
+            f.attrs["format"] = FITS_CACHE_FORMAT
+            f.attrs["format_version"] = FITS_CACHE_FORMAT_VERSION
+            f.attrs["config"] = self.config.to_json()
+            f.attrs["step"] = step
+            f.attrs["dataset_names"] = json.dumps(self.dataset_names)
+            for name, records in self._records.items():
+                group = f.create_group(name)
+                for key in RECORD_FIELDS:
+                    group.create_dataset(key, data=records[key])
+
+        path = atomic_write_hdf5(path, fill)  # built in memory: a full disk is an OSError
         self.step = step
         self.updates_since_save = 0
         return path

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from spin.atomic import atomic_write, atomic_write_text, fsync_directory
+
 __all__ = [
     "CACHE_NAME",
     "CHECKPOINT_NAME",
@@ -41,7 +43,6 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
 CACHE_NAME = "fits_cache.h5"
 PENDING_CACHE_NAME = "fits_cache.pending.h5"
-TMP_SUFFIX = ".tmp"
 CHECKPOINT_KEYS = ("step", "model", "optimizer", "torch_rng", "config", "extra")
 DAMAGED_HINT = (
     "checkpoints are written atomically, so the file was damaged afterwards (a full disk, a "
@@ -50,43 +51,9 @@ DAMAGED_HINT = (
 )
 
 
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms (Windows) cannot open folders; nothing to sync there
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(handle)`` on ``PATH.tmp``, fsync it, rename it to ``path``, fsync the
-    folder; a failure removes the temporary file and leaves ``path`` as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
 def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` to ``path`` via a temporary file, fsync and rename."""
-    _atomic_write(path, lambda handle: torch.save(obj, handle))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file (UTF-8) via a temporary file, fsync and rename."""
-    _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def save_checkpoint(
@@ -133,7 +100,7 @@ def save_checkpoint(
     atomic_torch_save(state, path)
     if cache is not None:
         os.replace(pending, run_dir / CACHE_NAME)
-        _fsync_directory(run_dir)
+        fsync_directory(run_dir)
     atomic_write_text(run_dir / CONFIG_NAME, json.dumps(config, indent=2))
     return path
 
@@ -162,7 +129,7 @@ def settle_fits_cache(run_dir: Path, step: int) -> Path | None:
             os.replace(pending, path)
         else:  # killed before the checkpoint: the pending cache is ahead of it
             pending.unlink()
-        _fsync_directory(run_dir)
+        fsync_directory(run_dir)
     return path if path.exists() else None
 
 

@@ -34,7 +34,8 @@ class DatasetEntry:
     are treated as 2D-only; ``None`` keeps the file's labels), and the folder of its part
     maps, needed only with ``data.input_representation=part_segmentation``
     (:func:`spin.data.representations.part_map_path` gives the layout; the synthetic data's
-    is set automatically)."""
+    is set automatically). ``allow_outside_images`` accepts ``imgname`` entries that lead
+    outside ``images`` (refused by default)."""
 
     name: str
     npz: str
@@ -43,6 +44,7 @@ class DatasetEntry:
     static_fits: str | None = None
     fraction_3d: float | None = None
     part_maps: str | None = None
+    allow_outside_images: bool = False
 
 
 @dataclass(frozen=True)

@@ -276,6 +276,7 @@ class Trainer:
                 input_representation=config.data.input_representation,
                 part_maps=e.part_maps,
                 heatmap_sigma=config.data.heatmap_sigma,
+                allow_outside_images=e.allow_outside_images,
             )
             for e in train_entries
         ]
@@ -299,6 +300,7 @@ class Trainer:
                 input_representation=config.data.input_representation,
                 part_maps=val_entry.part_maps,
                 heatmap_sigma=config.data.heatmap_sigma,
+                allow_outside_images=val_entry.allow_outside_images,
             )
 
         self.smplify = None

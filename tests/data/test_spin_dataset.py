@@ -234,10 +234,16 @@ def test_inconsistent_length_is_named(tiny_dataset_path):
         _dataset(tiny_dataset_path)
 
 
-def test_bad_scale_is_reported(tiny_dataset_path):
+def test_bad_scale_drops_the_sample_with_a_warning(tiny_dataset_path):
     npz, _ = tiny_dataset_path
     _rewrite(npz, lambda arrays: arrays["scale"].__setitem__(2, 0.0))
-    with pytest.raises(DatasetFormatError, match="sample 2"):
+    with pytest.warns(UserWarning, match="sample 2, box side 0 px"):
+        dataset = _dataset(tiny_dataset_path)
+    assert set(dataset.bad_boxes) == {2}
+    assert dataset[2]["sample_index"] == 3  # replaced by the next usable sample, counted
+    assert dataset.skipped == 1 and "unusable box" in dataset.summary()
+    _rewrite(npz, lambda arrays: arrays["scale"].__setitem__(slice(None), 0.0))
+    with pytest.raises(DatasetFormatError, match="no sample has a usable box"):
         _dataset(tiny_dataset_path)
 
 

@@ -356,21 +356,18 @@ def test_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     before = FitsCache.load(path)
     store(cache, "coco", 2, 1.0, step=12)  # a change the failed save would have written
 
-    original = h5py.Group.create_dataset
-    calls = []
+    import errno
 
-    def failing_create_dataset(self, *args, **kwargs):
-        calls.append(args)
-        if len(calls) == 3:  # midway: the temporary file exists and is half written
-            assert (tmp_path / "cache.h5.tmp").exists()
-            raise OSError("disk full (simulated)")
-        return original(self, *args, **kwargs)
+    import spin.atomic
 
-    monkeypatch.setattr(h5py.Group, "create_dataset", failing_create_dataset)
+    def disk_full(fd):  # the file is written (built in memory first), then flushed to disk
+        assert (tmp_path / "cache.h5.tmp").exists()
+        raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+    monkeypatch.setattr(spin.atomic.os, "fsync", disk_full)
     with pytest.raises(OSError, match="simulated"):
         cache.save(path)
     monkeypatch.undo()
-    assert len(calls) == 3
     assert not (tmp_path / "cache.h5.tmp").exists()
     assert_same_cache(FitsCache.load(path), before)
     assert cache.statistics()["updates_since_save"] == 1  # still unsaved

@@ -4,10 +4,12 @@ outside tester. Each failed before its fix; the comment on each says what used t
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from spin.cli import train as train_cli
@@ -179,3 +181,163 @@ def test_help_names_resume_overwrite_and_debug():
     text = train_cli.build_parser().format_help()
     for option in ("--resume", "--overwrite", "--debug"):
         assert option in text
+
+
+# --- 4. Absurd but finite boxes are dropped and counted; 11. paths stay in the folder --------
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    from spin.data.synthetic import SyntheticConfig, generate_synthetic
+
+    folder = tmp_path_factory.mktemp("synthetic5")
+    config = SyntheticConfig(image_size=(96, 96), body_model="open-lite", fraction_3d=1.0)
+    generate_synthetic(config, 5, folder, split="train", progress=False)
+    return folder / "train.npz", folder
+
+
+def _edited(synthetic, tmp_path, edit):
+    import numpy as np
+
+    npz, folder = synthetic
+    arrays = dict(np.load(npz))
+    edit(arrays)
+    out = tmp_path / "edited.npz"
+    np.savez(out, **arrays)
+    return out, folder
+
+
+@pytest.mark.parametrize(
+    ("key", "row", "value"),
+    [("center", 0, 1e30), ("scale", 1, 1e-30), ("scale", 2, 1e30), ("center", 3, 1e8)],
+)
+def test_absurd_boxes_are_dropped_and_counted(synthetic, tmp_path, key, row, value):
+    # Used to: FloatingPointError at step 1 (center 1e30, scale 1e-30), OverflowError in
+    # warp_image (scale 1e30), or training on with a loss of 1.8e14 (center 1e8).
+    from spin.data.spin_dataset import SpinDataset
+
+    def edit(arrays):
+        arrays[key][row] = value
+
+    npz, folder = _edited(synthetic, tmp_path, edit)
+    with pytest.warns(UserWarning, match="unusable box"):
+        dataset = SpinDataset(npz, folder, img_size=64)
+    assert set(dataset.bad_boxes) == {row}
+    item = dataset[row]
+    assert item["sample_index"] != row and dataset.skipped == 1
+    assert all(bool(v.isfinite().all()) for v in item.values() if hasattr(v, "isfinite"))
+
+
+def test_training_and_eval_survive_an_absurd_box(synthetic, tmp_path):
+    from spin.data.synthetic import SyntheticConfig  # noqa: F401  (same data as the fixture)
+
+    def edit(arrays):
+        arrays["center"][0] = 1e30
+        arrays["scale"][3] = 1e30
+
+    npz, folder = _edited(synthetic, tmp_path, edit)
+    entry = f"{{name: few, npz: {npz}, images: {folder}}}"
+    config = tiny_config(
+        tmp_path / "unused",
+        tmp_path,
+        *SHORT_RUN,
+        "num_steps=3",
+        f"data.train=[{entry}]",
+        f"data.val={entry}",
+        "data.val_samples=5",
+    )
+    with pytest.warns(UserWarning, match="unusable box"):
+        metrics = Trainer(config, progress=False).run()
+    assert all(v == v and abs(v) < 1e6 for k, v in metrics.items() if k.startswith("loss/"))
+
+
+@pytest.mark.parametrize("name", ["../outside.png", "/etc/passwd"])
+def test_image_paths_outside_the_folder_are_refused(synthetic, tmp_path, name):
+    # Used to: open ../../ and absolute paths (an outside image used silently).
+    from spin.data.spin_dataset import DatasetFormatError, SpinDataset
+
+    def edit(arrays):
+        arrays["imgname"] = arrays["imgname"].astype("<U64")
+        arrays["imgname"][1] = name
+
+    npz, folder = _edited(synthetic, tmp_path, edit)
+    with pytest.raises(DatasetFormatError, match="outside the image folder.*allow_outside_images"):
+        SpinDataset(npz, folder, img_size=64)
+    if name.startswith("/etc"):
+        return
+    (folder.parent / "outside.png").write_bytes(
+        (folder / str(np.load(npz)["imgname"][0])).read_bytes()
+    )
+    assert len(SpinDataset(npz, folder, img_size=64, allow_outside_images=True)) == 5
+
+
+# --- 6. NaN in eval: labels left out and counted, valid JSON, a figure ----------------------
+
+
+def _eval(*argv) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from spin.cli import eval as eval_cli
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = eval_cli.main([*argv, "--no-progress", "--workers", "0"])
+    return code, err.getvalue()
+
+
+def test_eval_leaves_out_nan_labels_and_writes_valid_json(data_dir, finished_run, tmp_path):
+    # Used to: NaN metrics, a matplotlib crash and an eval JSON with bare NaN tokens.
+    import warnings
+
+    _, run = finished_run
+    arrays = dict(np.load(data_dir / "test.npz"))
+    arrays["pose"][0, 5] = np.nan
+    arrays["shape"][1, 0] = np.inf
+    bad = tmp_path / "nan.npz"
+    np.savez(bad, **arrays)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code, err = _eval(
+            "--checkpoint",
+            str(run / "checkpoint.pt"),
+            "--dataset",
+            str(bad),
+            "--images",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "out"),
+        )
+    assert code == 0, err
+    report = json.loads((tmp_path / "out" / "eval_nan.json").read_text(), parse_constant=_no_nan)
+    assert report["counts"]["skipped"] == {"non-finite ground truth": 2}
+    assert report["counts"]["evaluated"] == len(arrays["imgname"]) - 2
+    assert np.isfinite(report["regressor"]["summary_mm"]["pa_mpjpe"])
+    assert (tmp_path / "out" / "eval_nan.png").stat().st_size > 1000
+
+
+def _no_nan(token):
+    raise AssertionError(f"invalid JSON token {token}")
+
+
+def test_eval_refuses_a_checkpoint_with_nan_weights(data_dir, finished_run, tmp_path):
+    # Used to: metrics of NaN and the same crash.
+    import torch
+
+    _, run = finished_run
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    name = next(k for k in state["model"] if k.endswith("weight"))
+    state["model"][name] = torch.full_like(state["model"][name], float("nan"))
+    broken = tmp_path / "checkpoint.pt"
+    torch.save(state, broken)
+    code, err = _eval(
+        "--checkpoint",
+        str(broken),
+        "--dataset",
+        "synthetic",
+        "--data",
+        str(data_dir / "test.npz"),
+        "--images",
+        str(data_dir),
+    )
+    assert code == 1 and "hold NaN or inf" in err and err.count("\n") == 1, err
