@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from spin.cli.errors import add_debug_option, reported
 from spin.demo.keypoints import read_keypoints_file
 from spin.demo.pipeline import (
     DEFAULT_MODE,
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=MIN_CONFIDENCE,
         help="ignore keypoints at or below this confidence (default: %(default)s)",
     )
+    add_debug_option(parser)
     return parser
 
 
@@ -125,6 +127,7 @@ def read_image(path: Path) -> np.ndarray:
         return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
 
 
+@reported("spin-demo")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from spin.cli.errors import add_debug_option, reported
 from spin.eval.protocols import GENDER_CHOICES, JOINT_SETS, PRESETS
 
 HELP_WIDTH = 88
@@ -169,9 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_debug_option(parser)
     return parser
 
 
+@reported("spin-eval")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

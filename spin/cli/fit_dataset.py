@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from spin.cli.errors import add_debug_option, reported
 from spin.fitting.fit_dataset import (
     VALID_THRESHOLD,
     FitDatasetConfig,
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         "continue (default: all)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_debug_option(parser)
     return parser
 
 
@@ -151,6 +153,7 @@ def _paragraphs(paragraphs: Sequence[str]) -> str:
     return "\n\n".join(textwrap.fill(p, HELP_WIDTH) for p in paragraphs)
 
 
+@reported("spin-fit-dataset")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

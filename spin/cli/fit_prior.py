@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from spin.body.pose_sampler import sample_poses
+from spin.cli.errors import add_debug_option, reported
 from spin.fitting.priors import REG_COVAR, fit_gmm, gmm_log_likelihood, save_gmm_file
 
 BODY_POSE_SIZE = 69
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="npz (means, covars, weights) or pkl (SMPLify's gmm_08.pkl layout: a dict of "
         "numpy arrays, pickle protocol 2); default: from the --out suffix",
     )
+    add_debug_option(parser)
     return parser
 
 
@@ -157,6 +159,7 @@ def _output_path(parser: argparse.ArgumentParser, out: Path, fmt: str | None) ->
     return out if suffix == fmt else out.with_name(out.name + f".{fmt}")
 
 
+@reported("spin-fit-prior")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from spin.cli.errors import add_debug_option, reported
 from spin.data.synthetic import (
     SPLITS,
     TEST_SEED_OFFSET,
@@ -128,9 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bar (the summary is still printed)"
     )
+    add_debug_option(parser)
     return parser
 
 
+@reported("spin-make-synthetic")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

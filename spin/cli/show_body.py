@@ -18,6 +18,7 @@ from scipy.spatial.transform import Rotation
 
 from spin.body import load_body_model
 from spin.body.joint_conventions import get_convention
+from spin.cli.errors import add_debug_option, reported
 from spin.geometry import perspective_projection
 from spin.render.backend import RenderBackendError
 from spin.render.figures import draw_points, grid_image, save_png
@@ -241,9 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the random-shape tile (default: %(default)s)"
     )
+    add_debug_option(parser)
     return parser
 
 
+@reported("spin-show-body")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

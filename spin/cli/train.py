@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import pickle
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from spin.cli.errors import EXIT_FAILURE, USER_ERRORS, add_debug_option, one_line, reported
 from spin.config import ConfigError, load_config
 
 
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete an existing run in RUN_DIR/NAME and start again (without --resume or "
         "--overwrite, an existing run is never touched)",
     )
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    add_debug_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
         "overrides",
@@ -53,21 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-EXIT_FAILURE = 1
-#: Errors that describe a problem with the inputs (files, data, settings, the disk), reported
-#: as one line; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, OSError, FloatingPointError, KeyError, pickle.UnpicklingError)
-MAX_MESSAGE_CHARS = 2000
-
-
-def _one_line(error: BaseException) -> str:
-    """The error's message on one line, cut to a readable length."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    if len(text) > MAX_MESSAGE_CHARS:
-        text = text[:MAX_MESSAGE_CHARS] + f"... ({len(text)} characters)"
-    return text
-
-
 def _remove_failed_start(run_dir: Path, existed: bool) -> None:
     """A run folder this command created and that holds no checkpoint is only a failed start:
     remove it so that the next attempt does not meet a half-made run."""
@@ -76,6 +61,7 @@ def _remove_failed_start(run_dir: Path, existed: bool) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
+@reported("spin-train")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from spin.train.config import TrainConfig
@@ -83,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(TrainConfig, args.config, args.overrides)
     except ConfigError as error:
-        print(f"spin-train: {_one_line(error)}", file=sys.stderr)
+        print(f"spin-train: {one_line(error)}", file=sys.stderr)
         return 2
     from spin.train.distributed import cleanup_distributed
     from spin.train.trainer import Trainer
@@ -99,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         _remove_failed_start(run_dir, existed)
-        print(f"spin-train: {_one_line(error)}", file=sys.stderr)
+        print(f"spin-train: {one_line(error)}", file=sys.stderr)
         return EXIT_FAILURE
     finally:
         cleanup_distributed()

@@ -17,6 +17,7 @@ anything but tensors and plain containers is refused with an error naming the fi
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from spin.atomic import atomic_write, atomic_write_text, fsync_directory
+from spin.atomic import atomic_write_bytes, atomic_write_text, fsync_directory
 
 __all__ = [
     "CACHE_NAME",
@@ -52,8 +53,12 @@ DAMAGED_HINT = (
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to ``path`` via a temporary file, fsync and rename."""
-    atomic_write(path, lambda handle: torch.save(obj, handle))
+    """``torch.save`` to ``path`` atomically. The bytes are made in memory first: torch's
+    writer turns a full disk into an opaque "enforce fail ... unexpected pos" error, a
+    plain write into ``OSError: No space left on device``."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_checkpoint(

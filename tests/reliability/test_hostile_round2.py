@@ -341,3 +341,82 @@ def test_eval_refuses_a_checkpoint_with_nan_weights(data_dir, finished_run, tmp_
         str(data_dir),
     )
     assert code == 1 and "hold NaN or inf" in err and err.count("\n") == 1, err
+
+
+# --- 3. A full disk is an error message, never a segfault --------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs: a real disk that fills up. Needs root and mount (CI runs as root)."""
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {done.stderr!r}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _fill(folder) -> None:
+    """Fill the disk of ``folder`` to the last byte."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 16, 4096, 512, 1):  # unbuffered, down to the last byte
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                continue
+    finally:
+        os.close(fd)
+
+
+def _run(args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
+
+
+def test_fit_dataset_on_a_full_disk_fails_with_one_line(small_disk, tmp_path):
+    # Used to: segfault (exit 139) in the final HDF5 merge, 3 times out of 3.
+    import shutil
+
+    from spin.fitting.fit_dataset import shard_folder
+    from tests.fitting.test_fit_dataset import make_dataset
+
+    data = make_dataset(tmp_path / "data.npz")
+
+    def command(out):
+        return ["spin.cli.fit_dataset", str(data), "-o", str(out), "--body-model", "open-lite",
+                "--mode", "lm", "--shard-size", "4", "--no-progress"]  # fmt: skip
+
+    elsewhere = tmp_path / "fits.h5"  # fit every shard on a roomy disk, keep the shards
+    assert _run([*command(elsewhere), "--keep-shards"]).returncode == 0
+    out = small_disk / "fits.h5"
+    shutil.copytree(shard_folder(elsewhere), shard_folder(out))
+    _fill(small_disk)
+    full = _run(command(out))  # every shard is done: only the merge writes
+    assert full.returncode == 1, (full.returncode, full.stderr[-2000:])
+    assert "No space left on device" in full.stderr and "Traceback" not in full.stderr
+    assert len(full.stderr.strip().splitlines()) == 1, full.stderr
+    assert not out.exists() and not out.with_name(out.name + ".tmp").exists()
+    (small_disk / "filler").unlink()
+    again = _run(command(out))  # nothing lost: the shards were kept, the merge now succeeds
+    assert again.returncode == 0, again.stderr
+    assert out.exists()
+
+
+def test_training_on_a_full_disk_fails_with_one_line(small_disk, data_dir):
+    # Used to: HDF5 tracebacks then a segfault writing the fits cache, or torch's "enforce
+    # fail ... unexpected pos" writing the checkpoint.
+    args = ["spin.cli.train", "--config", str(TINY), "--no-progress",
+            f"data.synthetic.out_dir={data_dir}", f"run_dir={small_disk}", *SHORT_RUN,
+            "num_steps=2"]  # fmt: skip
+    Trainer(tiny_config(data_dir, small_disk / "warmup", *SHORT_RUN), progress=False)  # data
+    _fill(small_disk)
+    full = _run(args)
+    assert full.returncode == 1, (full.returncode, full.stderr[-2000:])
+    assert "No space left on device" in full.stderr and "Traceback" not in full.stderr, full.stderr
