@@ -48,6 +48,7 @@ import numpy as np
 import scipy.sparse
 
 from spin.body.model_data import GENDERS, NUM_JOINTS, NUM_POSE_BASIS, BodyModelData
+from spin.npz import read_npz
 
 __all__ = [
     "BUNDLED_MODELS",
@@ -143,6 +144,10 @@ def _numpy_helpers() -> dict[tuple[str, str], object]:
     return helpers
 
 
+_NDARRAY_REFERENCE = object()
+"""What ``numpy.ndarray`` unpickles as: a token :meth:`_ModelUnpickler._checked_reconstruct`
+maps back to the class (calling the class itself would allocate any shape asked for)."""
+
 _SPARSE_CLASSES = (
     "csc_matrix",
     "csr_matrix",
@@ -169,8 +174,29 @@ class _ModelUnpickler(pickle.Unpickler):
         self._path = path
         self._allow_model_objects = allow_model_objects
         self._chumpy_classes: dict[str, type] = {}
+        self._max_elements = max(path.stat().st_size, 1)
+
+    def _checked_reconstruct(self, subtype, shape, dtype):
+        """numpy's ``_reconstruct`` (which allocates ``shape``) for a plain array whose size
+        the file could hold: numpy's own pickles pass ``(0,)`` and fill the array later from
+        bytes in the file, so a large shape only asks for memory (1 KB -> 9 GiB)."""
+        if subtype is _NDARRAY_REFERENCE:
+            subtype = np.ndarray
+        if not (isinstance(subtype, type) and issubclass(subtype, np.ndarray)):
+            raise UnsafeModelFileError(f"refusing to load {self._path}: a malformed numpy array")
+        count = int(np.prod(np.asarray(shape, dtype=np.float64)))
+        if count > self._max_elements:
+            raise UnsafeModelFileError(
+                f"refusing to load {self._path}: it asks for an array of shape {tuple(shape)}, "
+                f"larger than the {self._max_elements}-byte file can hold"
+            )
+        return self._allowed[("numpy.core.multiarray", "_reconstruct")](subtype, shape, dtype)
 
     def find_class(self, module: str, name: str):
+        if name == "_reconstruct" and (module, name) in self._allowed:
+            return self._checked_reconstruct
+        if (module, name) == ("numpy", "ndarray"):  # only ever _reconstruct's argument
+            return _NDARRAY_REFERENCE
         if not self._allow_model_objects:
             if (module, name) in self._allowed and (module, name) not in _SET_CLASSES:
                 return self._allowed[(module, name)]
@@ -231,7 +257,15 @@ def safe_load_pickle(path: str | os.PathLike, allow_chumpy: bool = False):
     """
     path = Path(path)
     with open(path, "rb") as f:
-        return _ModelUnpickler(f, path, allow_model_objects=allow_chumpy).load()
+        try:
+            return _ModelUnpickler(f, path, allow_model_objects=allow_chumpy).load()
+        except UnsafeModelFileError:
+            raise
+        except (TypeError, ValueError, AttributeError, IndexError, KeyError, EOFError) as error:
+            raise UnsafeModelFileError(
+                f"refusing to load {path}: not a well-formed data pickle "
+                f"({type(error).__name__}: {error})"
+            ) from None
 
 
 def _read_pickle(path: Path) -> dict[str, np.ndarray]:
@@ -246,8 +280,8 @@ def _read_pickle(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
+    # Only the keys a model uses, headers checked first (see spin.npz).
+    return read_npz(path, _KNOWN_KEYS)
 
 
 def read_model_file(path: str | os.PathLike) -> dict[str, np.ndarray]:

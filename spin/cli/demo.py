@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from spin.atomic import atomic_write_text
 from spin.cli.errors import add_debug_option, reported
 from spin.demo.keypoints import read_keypoints_file
 from spin.demo.pipeline import (
@@ -30,6 +32,12 @@ from spin.demo.pipeline import (
 )
 from spin.render.backend import RenderBackendError
 from spin.render.figures import save_png
+
+MAX_PIXELS = 40_000_000
+"""Largest image (pixels) spin-demo decodes unless --max-pixels says otherwise."""
+
+BOX_IMAGE_RATIO = 10
+"""A --bbox may be at most this many times the image's width and height."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
         "model file; with a checkpoint, the one it was trained with",
     )
     parser.add_argument(
+        "--max-pixels",
+        type=float,
+        default=MAX_PIXELS,
+        help="refuse images larger than this many pixels (default: %(default).0f; decoding "
+        "and rendering take memory in proportion)",
+    )
+    parser.add_argument(
         "--min-confidence",
         type=float,
         default=MIN_CONFIDENCE,
@@ -111,20 +126,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
-    """``"x0,y0,x1,y1"`` to four floats (x1 > x0, y1 > y0)."""
+    """``"x0,y0,x1,y1"`` to four finite floats (x1 > x0, y1 > y0)."""
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != 4 or not (values[2] > values[0] and values[3] > values[1]):
-        raise ValueError(f"--bbox expects x0,y0,x1,y1 with x1 > x0 and y1 > y0, got {text!r}")
+    if (
+        len(values) != 4
+        or not all(math.isfinite(v) for v in values)
+        or not (values[2] > values[0] and values[3] > values[1])
+    ):
+        raise ValueError(
+            f"--bbox expects four finite numbers x0,y0,x1,y1 with x1 > x0 and y1 > y0, got {text!r}"
+        )
     return values
 
 
-def read_image(path: Path) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB, turned upright by its EXIF orientation."""
+def check_bbox(bbox, width: int, height: int) -> None:
+    """The box must overlap the image and be at most BOX_IMAGE_RATIO times its size."""
+    x0, y0, x1, y1 = bbox
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        raise ValueError(f"--bbox {bbox} lies outside the {width}x{height} image")
+    if x1 - x0 > BOX_IMAGE_RATIO * width or y1 - y0 > BOX_IMAGE_RATIO * height:
+        raise ValueError(
+            f"--bbox {bbox} is more than {BOX_IMAGE_RATIO} times the {width}x{height} image"
+        )
+
+
+def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB, turned upright by its EXIF orientation. Refuses what is not
+    a regular file (a FIFO would block forever) and images of more than ``max_pixels``
+    (decided from the header, before decoding). 16-bit and float greyscale images are
+    scaled to 8 bits by their own range."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file")
     with Image.open(path) as image:
-        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ValueError(
+                f"{path} is {width}x{height} = {width * height / 1e6:.0f} megapixels, more "
+                f"than --max-pixels {max_pixels / 1e6:.0f} M; resize it or raise the cap"
+            )
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            values = np.asarray(image, dtype=np.float64)
+            low, high = float(values.min()), float(values.max())
+            grey = ((values - low) / max(high - low, 1e-12) * 255.0 + 0.5).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=-1)
+        return np.asarray(image.convert("RGB"))
 
 
 @reported("spin-demo")
@@ -140,7 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             body_model=args.body_model,
             min_confidence=args.min_confidence,
         )
-        image = read_image(args.image)
+        image = read_image(args.image, int(args.max_pixels))
+        if bbox is not None:
+            check_bbox(bbox, image.shape[1], image.shape[0])
         keypoints = convention = None
         if args.keypoints is not None:
             keypoints, convention = read_keypoints_file(args.keypoints)
@@ -156,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_obj(args.out / f"{stem}.obj", result.vertices, result.faces),
     ]
     json_path = args.out / f"{stem}.json"
-    json_path.write_text(json.dumps(result_to_dict(result), indent=1))
+    atomic_write_text(json_path, json.dumps(result_to_dict(result), indent=1, allow_nan=False))
     paths.append(json_path)
 
     source = args.keypoints or "MediaPipe"

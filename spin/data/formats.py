@@ -71,6 +71,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spin.npz import declared_arrays, read_npz
+
 __all__ = [
     "BOX_SCALE_FACTOR",
     "BOX_UNIT",
@@ -306,15 +308,32 @@ def save_spin_npz(path: str | os.PathLike, **arrays) -> Path:
     return path
 
 
+def _sample_axis_check(path: str | os.PathLike):
+    """A :func:`spin.npz.read_npz` check: each known key's declared shape is its spec's with
+    ``N`` = the number of ``imgname`` entries, so no key can declare more than its share."""
+    declared = declared_arrays(path)
+    if "imgname" not in declared:
+        return None
+    num = declared["imgname"][0][0] if declared["imgname"][0] else 0
+    specs = {**REQUIRED_KEYS, **OPTIONAL_KEYS}
+
+    def check(key, shape, dtype):
+        expected = tuple(num if d == "N" else d for d in specs[key].shape)
+        if shape != expected:
+            return f"declares shape {shape}, expected {expected} ({num} samples in 'imgname')"
+        return None
+
+    return check
+
+
 def load_spin_npz(path: str | os.PathLike, validate: bool = True) -> dict[str, np.ndarray]:
-    """Read a SPIN ``.npz`` into a dict (no pickled objects are loaded).
+    """Read a SPIN ``.npz``'s known keys into a dict (no pickled objects are loaded; each
+    key's declared shape is checked before it is read, see :mod:`spin.npz`).
 
     Raises:
         SpinNpzError: ``validate`` is true and the file breaks the format.
     """
-    path = Path(path)
-    with np.load(path, allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
+    arrays = read_npz(path, [*REQUIRED_KEYS, *OPTIONAL_KEYS], check=_sample_axis_check(path))
     if validate:
         problems = validate_spin_npz(arrays)
         if problems:

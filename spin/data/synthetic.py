@@ -889,9 +889,8 @@ def generate_synthetic(
         raise ValueError(f"expected num >= 1, got {num}")
     seed = split_seed(config.seed, split)
     out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    if config.write_part_maps:
-        (out_dir / "parts").mkdir(parents=True, exist_ok=True)
+    # Everything that can refuse the request comes before the first folder is made, so a
+    # refusal leaves nothing behind.
     background_files = (
         list_background_images(config.background_dir) if config.background_dir else []
     )
@@ -902,6 +901,9 @@ def generate_synthetic(
             "need; use the bundled 'open' model or add SPIN's J_regressor_extra.npy next "
             "to the SMPL file"
         )
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    if config.write_part_maps:
+        (out_dir / "parts").mkdir(parents=True, exist_ok=True)
     template = body_template(model)
     offset = np.random.default_rng([seed, _HAS_3D_STREAM]).random()
     has_3d = has_3d_flags(config.fraction_3d, num, offset)

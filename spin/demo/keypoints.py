@@ -172,11 +172,14 @@ def box_from_keypoints(
         raise ValueError(f"expected keypoints of shape (J, 3), got {keypoints.shape}")
     if enlarge <= 0:
         raise ValueError(f"expected enlarge > 0, got {enlarge}")
-    used = (keypoints[:, 2] > min_confidence) & np.isfinite(keypoints).all(axis=1)
+    finite = np.isfinite(keypoints).all(axis=1)
+    used = (keypoints[:, 2] > min_confidence) & finite
     if used.sum() < 2:
+        confident = int(((keypoints[:, 2] > min_confidence) | ~finite).sum())
         raise ValueError(
-            f"a box needs at least 2 keypoints with confidence > {min_confidence}, got "
-            f"{int(used.sum())}; give the person's box instead (--bbox x0,y0,x1,y1)"
+            f"a box needs at least 2 usable keypoints (finite, confidence > {min_confidence}); "
+            f"{len(keypoints)} given, {confident} above the confidence threshold, "
+            f"{int(used.sum())} usable; give the person's box instead (--bbox x0,y0,x1,y1)"
         )
     points = keypoints[used, :2]
     low, high = points.min(axis=0), points.max(axis=0)

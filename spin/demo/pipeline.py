@@ -33,6 +33,7 @@ by ``(box_side / 224)^2``. Reprojection errors are reported in image pixels.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -42,6 +43,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from spin.atomic import atomic_write_text
 from spin.body import BodyModel, load_body_model
 from spin.body.joint_conventions import SPIN_49, conversion_indices, convert, get_convention
 from spin.data.augment import BOX_SIZE_PER_SCALE, crop_image
@@ -147,8 +149,17 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.mode not in SMPLIFY_MODES:
             raise ValueError(f"unknown SMPLify mode {self.mode!r}; use one of {SMPLIFY_MODES}")
-        if self.focal_length is not None and not self.focal_length > 0:
-            raise ValueError(f"focal_length must be > 0 pixels, got {self.focal_length}")
+        if self.focal_length is not None and not (
+            math.isfinite(self.focal_length) and self.focal_length > 0
+        ):
+            raise ValueError(
+                f"--focal-length must be a finite number of pixels > 0, got {self.focal_length}"
+            )
+        if not 0.0 <= self.min_confidence < 1.0:
+            raise ValueError(
+                f"--min-confidence must be in [0, 1) (keypoint confidences lie in [0, 1]), got "
+                f"{self.min_confidence}"
+            )
         if self.box_enlarge <= 0 or self.fit_crop_size < 1:
             raise ValueError("box_enlarge and fit_crop_size must be positive")
         if not self.initial_yaws_deg:
@@ -270,7 +281,10 @@ def run_demo(
     elif convention is None:
         raise ValueError("name the keypoints' joint convention (e.g. 'coco17', 'openpose25')")
     get_convention(convention)  # fails early on an unknown name
-    keypoints = clean_keypoints(keypoints, image_size, config.min_confidence)
+    cleaned = clean_keypoints(keypoints, image_size, config.min_confidence)
+    if bbox is None and (cleaned[:, 2] > 0).sum() < 2:
+        raise ValueError(keypoint_shortfall(keypoints, image_size, config.min_confidence))
+    keypoints = cleaned
     center, side = person_box(keypoints, bbox, config.box_enlarge)
 
     regressor = load_regressor(checkpoint) if checkpoint is not None else None
@@ -329,6 +343,26 @@ def clean_keypoints(
         keep = np.isfinite(keypoints).all(axis=1) & inside & (conf > min_confidence)
     keypoints[~keep] = 0.0
     return keypoints
+
+
+def keypoint_shortfall(
+    keypoints: np.ndarray, image_size: Sequence[int], min_confidence: float
+) -> str:
+    """Why fewer than 2 keypoints ``(J, 3)`` are usable: how many are not finite, outside the
+    ``(width, height)`` image, or at or below ``min_confidence``."""
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    width, height = image_size
+    finite = np.isfinite(keypoints).all(axis=1)
+    x, y, conf = np.where(finite[:, None], keypoints, 0.0).T
+    outside = finite & ~((x >= 0) & (x <= width) & (y >= 0) & (y <= height))
+    low = finite & ~outside & (conf <= min_confidence)
+    usable = len(keypoints) - int((~finite).sum()) - int(outside.sum()) - int(low.sum())
+    return (
+        f"only {usable} of {len(keypoints)} keypoints are usable (2 needed to place the person): "
+        f"{int((~finite).sum())} not finite, {int(outside.sum())} outside the {width}x{height} "
+        f"image, {int(low.sum())} with confidence <= {min_confidence}; check the keypoints' "
+        "pixel coordinates, or give the person's box (--bbox x0,y0,x1,y1)"
+    )
 
 
 def person_box(
@@ -586,13 +620,10 @@ def result_to_dict(result: DemoResult) -> dict:
 def write_obj(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray) -> Path:
     """Write the mesh as Wavefront OBJ in OpenGL's camera frame (x right, y up, the camera
     looking down -z), so viewers show it upright as the camera saw it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     vertices = np.asarray(vertices, dtype=np.float64) @ CV_TO_GL
     lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vertices]
     lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in np.asarray(faces)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from spin.atomic import atomic_write_bytes
 
 BACKGROUND_RGB = (255, 255, 255)
 LABEL_RGB = (20, 20, 20)
@@ -110,10 +113,9 @@ def save_png(path: str | Path, image: np.ndarray) -> Path:
         raise ValueError(
             f"expected an (H, W, 3) or (H, W, 4) uint8 image, got {image.shape} {image.dtype}"
         )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, format="PNG")
-    return path
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return atomic_write_bytes(path, buffer.getvalue())  # a full disk leaves no half PNG
 
 
 def _line_height(tile_height: int) -> int:

@@ -156,7 +156,7 @@ def load_checkpoint(path: Path, model=None, optimizer=None) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling refused or a corrupt file
         reason = " ".join(str(error).split())
-        if "Weights only load failed" in reason:
+        if "Weights only load failed" in reason and "GLOBAL" in reason:
             found = re.search(r"GLOBAL ([\w.]+)", reason)
             what = f"a {found.group(1)} object" if found else "an object"
             raise ValueError(
@@ -165,6 +165,8 @@ def load_checkpoint(path: Path, model=None, optimizer=None) -> dict:
                 "spin-train checkpoint never holds one, so the file was made or altered "
                 "elsewhere"
             ) from None
+        if "weights_only" in reason:  # torch's advice to unpickle unsafely is not for users
+            reason = "not a readable torch checkpoint"
         raise ValueError(
             f"cannot load checkpoint {path} ({type(error).__name__}: {reason[:300]}); it is "
             f"truncated or corrupt: {DAMAGED_HINT}"
@@ -179,6 +181,13 @@ def load_checkpoint(path: Path, model=None, optimizer=None) -> dict:
             f"{path} is not a spin-train checkpoint: it lacks {missing} (a checkpoint is a "
             f"dict with {list(CHECKPOINT_KEYS)})"
         )
+    try:
+        config, extra = json.loads(state["config"]), json.loads(state["extra"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"{path}: its saved config is not the JSON spin-train writes ({error}); the file "
+            "was altered or written by something else"
+        ) from None
     if model is not None:
         model.load_state_dict(state["model"])
     if optimizer is not None:
@@ -186,7 +195,7 @@ def load_checkpoint(path: Path, model=None, optimizer=None) -> dict:
     torch.set_rng_state(state["torch_rng"])
     return {
         "step": int(state["step"]),
-        "config": json.loads(state["config"]),
-        "extra": json.loads(state["extra"]),
+        "config": config,
+        "extra": extra,
         "modules": state.get("modules", {}),
     }

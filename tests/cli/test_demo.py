@@ -77,7 +77,7 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         demo.main([str(image_path), "--bbox", "10,20,5"])
     assert exit_info.value.code == 1
-    assert "--bbox expects x0,y0,x1,y1" in capsys.readouterr().err
+    assert "--bbox expects four finite numbers x0,y0,x1,y1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         demo.main([str(tmp_path / "missing.png"), "--keypoints", str(tmp_path / "k.json")])
     assert "missing.png" in capsys.readouterr().err

@@ -4,10 +4,12 @@ outside tester. Each failed before its fix; the comment on each says what used t
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -420,3 +422,260 @@ def test_training_on_a_full_disk_fails_with_one_line(small_disk, data_dir):
     full = _run(args)
     assert full.returncode == 1, (full.returncode, full.stderr[-2000:])
     assert "No space left on device" in full.stderr and "Traceback" not in full.stderr, full.stderr
+
+
+# --- 5. Tiny files cannot ask for huge memory ---------------------------------------------
+
+MAX_RSS_BYTES = 2 * 2**30  # the issue's bound for any command on any input under 10 MB
+
+
+def _peak_rss(module: str, *argv: str) -> tuple[subprocess.CompletedProcess, int]:
+    """Run ``python -m module argv`` and return it with its peak resident memory (bytes)."""
+    code = (
+        "import resource, runpy, sys\n"
+        f"sys.argv = {[module, *argv]!r}\n"
+        "try:\n"
+        f"    runpy.run_module({module!r}, run_name='__main__')\n"
+        "finally:\n"
+        "    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+        " file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    peak = int(done.stderr.rsplit("PEAK_RSS_KB", 1)[1].split()[0]) * 1024
+    return done, peak
+
+
+def _zero_bomb_npy(shape) -> bytes:
+    """A .npy member of float64 zeros of ``shape``, compressed: tiny on disk, huge declared."""
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": tuple(shape)}
+    )
+    return header.getvalue(), int(np.prod(shape)) * 8
+
+
+def _write_npz_with_bomb(path, arrays, key, shape):
+    """``np.savez_compressed(path, **arrays)`` plus a compressed all-zero member ``key``."""
+    import zipfile
+
+    np.savez_compressed(path, **arrays)
+    header, size = _zero_bomb_npy(shape)
+    chunk = bytes(1 << 22)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+            member.write(header)
+            for _ in range(size // len(chunk)):
+                member.write(chunk)
+            member.write(bytes(size % len(chunk)))
+
+
+def test_an_npz_bomb_in_an_unused_key_costs_no_memory(data_dir, finished_run, tmp_path):
+    # Used to: spin-eval peaked at 3.3 GB on a 1.46 MB file.
+    _, run = finished_run
+    bomb = tmp_path / "bomb.npz"
+    _write_npz_with_bomb(bomb, dict(np.load(data_dir / "test.npz")), "junk", (400_000_000,))
+    assert bomb.stat().st_size < 10 * 2**20
+    done, peak = _peak_rss(
+        "spin.cli.eval", "--checkpoint", str(run / "checkpoint.pt"), "--dataset", str(bomb),
+        "--images", str(data_dir), "--out", str(tmp_path / "out"), "--no-progress",
+        "--workers", "0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert peak < MAX_RSS_BYTES, f"peak RSS {peak / 2**30:.2f} GiB"
+    print(
+        f"FAULT npz bomb (3.2 GB declared, {bomb.stat().st_size} bytes): "
+        f"peak {peak / 2**20:.0f} MiB"
+    )
+
+
+def test_a_body_model_npz_bomb_is_refused_before_allocating(tmp_path):
+    # Used to: 1.7 GB before its "missing keys" error.
+    bomb = tmp_path / "model.npz"
+    _write_npz_with_bomb(bomb, {"name": np.array("x")}, "v_template", (200_000_000, 3))
+    done, peak = _peak_rss(
+        "spin.cli.show_body", "--model", str(bomb), "--out", str(tmp_path / "x.png")
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "v_template" in done.stderr and "GiB allowed" in done.stderr
+    assert peak < MAX_RSS_BYTES, f"peak RSS {peak / 2**30:.2f} GiB"
+
+
+def test_a_pickle_cannot_ask_numpy_for_a_huge_array(tmp_path):
+    # Used to: a 1.2 KB pickle using the allowed numpy.ndarray asked for 9.25 GiB.
+    import pickle
+
+    from spin.body.loading import UnsafeModelFileError, safe_load_pickle
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+
+    class Reconstruct:
+        def __reduce__(self):
+            return (_reconstruct, (np.ndarray, (1_250_000_000,), b"b"))
+
+    class Construct:
+        def __reduce__(self):
+            return (np.ndarray, ((1_250_000_000,),))
+
+    for payload in (Reconstruct(), Construct()):
+        path = tmp_path / "bomb.pkl"
+        path.write_bytes(pickle.dumps({"v_template": payload}, protocol=2))
+        assert path.stat().st_size < 2000
+        with pytest.raises(UnsafeModelFileError, match="refusing to load"):
+            safe_load_pickle(path)
+    legit = tmp_path / "legit.pkl"
+    legit.write_bytes(pickle.dumps({"a": np.arange(12.0).reshape(3, 4)}, protocol=2))
+    np.testing.assert_array_equal(safe_load_pickle(legit)["a"], np.arange(12.0).reshape(3, 4))
+
+
+def test_a_huge_png_is_refused_from_its_header(tmp_path):
+    # Used to: a 117 KB PNG of 121 megapixels made spin-demo use 6.7 GB, then crash in OpenGL.
+    from PIL import Image
+
+    path = tmp_path / "huge.png"
+    Image.new("L", (11_000, 11_000)).save(path, optimize=True)
+    assert path.stat().st_size < 10 * 2**20
+    done, peak = _peak_rss("spin.cli.demo", str(path), "--out", str(tmp_path / "out"))
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "megapixels" in done.stderr and "--max-pixels" in done.stderr
+    assert peak < MAX_RSS_BYTES
+    assert not (tmp_path / "out").exists()
+
+
+# --- 9. Messages that name the real problem ------------------------------------------------
+
+
+def test_random_bytes_are_a_damaged_checkpoint_not_code(tmp_path):
+    # Used to: "could run code ... altered elsewhere" for random bytes.
+    from spin.train.checkpoint import load_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError, match="truncated or corrupt") as error:
+        load_checkpoint(path)
+    assert "run code" not in str(error.value) and "weights_only" not in str(error.value)
+
+
+def test_a_bad_config_string_in_a_checkpoint_is_named(finished_run, tmp_path):
+    # Used to: only "Expecting value: line 1 column 1".
+    import torch
+
+    from spin.train.checkpoint import load_checkpoint
+
+    _, run = finished_run
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["config"] = "not json"
+    path = tmp_path / "checkpoint.pt"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="saved config is not the JSON spin-train writes"):
+        load_checkpoint(path)
+
+
+def test_object_arrays_get_our_message_not_numpys_hint(synthetic, tmp_path):
+    from spin.data.spin_dataset import DatasetFormatError, SpinDataset
+
+    def edit(arrays):
+        arrays["imgname"] = arrays["imgname"].astype(object)
+
+    npz, folder = _edited(synthetic, tmp_path, edit)
+    with pytest.raises(DatasetFormatError, match="object arrays") as error:
+        SpinDataset(npz, folder, img_size=64)
+    assert "load it unsafely" not in str(error.value)
+
+
+# --- 10. No wrong output with exit 0 (spin-demo) --------------------------------------------
+
+
+def _demo_photo(tmp_path):
+    from PIL import Image
+
+    from tests.demo import synthetic_photo, write_coco_keypoints
+
+    photo = synthetic_photo()
+    path = tmp_path / "person.png"
+    Image.fromarray(photo.image).save(path)
+    return path, write_coco_keypoints(tmp_path / "keypoints.json", photo.keypoints)
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--focal-length", "inf"], "finite number of pixels"),
+        (["--bbox=-1e30,-1e30,-1e29,-1e29"], "outside the"),
+        (["--bbox=0,0,1e30,1e30"], "more than 10 times"),
+        (["--min-confidence", "2"], "must be in \\[0, 1\\)"),
+    ],
+)
+def test_demo_refuses_values_that_give_wrong_output(tmp_path, args, match):
+    # Used to: JSON with null intrinsics and "nan px"; a camera at [0, 0, 0]; exit 0.
+    import contextlib
+    import re
+
+    from spin.cli import demo
+
+    photo, keypoints = _demo_photo(tmp_path)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
+        demo.main([str(photo), "--keypoints", str(keypoints), "--out", str(tmp_path / "o"), *args])
+    assert exit_info.value.code == 1 and re.search(match, err.getvalue()), err.getvalue()
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_16_bit_greyscale_png_keeps_its_picture(tmp_path):
+    # Used to: an all-white overlay (16-bit values clipped to 255).
+    from PIL import Image
+
+    from spin.cli.demo import read_image
+
+    ramp = (np.linspace(0, 65535, 64)[None, :] * np.ones((48, 1))).astype(np.uint16)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(ramp).save(path)
+    image = read_image(path)
+    assert image.shape == (48, 64, 3) and image.dtype == np.uint8
+    assert image.min() == 0 and image.max() == 255 and len(np.unique(image)) > 32
+
+
+def test_a_fifo_is_not_read(tmp_path):
+    # Used to: spin-demo blocked forever on a FIFO.
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+    done = subprocess.run(
+        [sys.executable, "-m", "spin.cli.demo", str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "not a regular file" in done.stderr
+
+
+def test_demo_names_why_keypoints_are_unusable(tmp_path):
+    # Used to: "needs 2 keypoints with confidence > 0.0" for keypoints outside the image.
+    from spin.demo.pipeline import DemoConfig, run_demo
+
+    image = np.zeros((100, 120, 3), dtype=np.uint8)
+    keypoints = np.tile([500.0, 500.0, 0.9], (17, 1))
+    with pytest.raises(ValueError, match="17 outside the 120x100 image"):
+        run_demo(image, None, None, keypoints, "coco17", DemoConfig())
+
+
+# --- 12. Leftovers ---------------------------------------------------------------------------
+
+
+def test_a_refused_make_synthetic_leaves_no_folders(tmp_path):
+    # Used to: empty images/ and parts/ after a refusal.
+    done = subprocess.run(
+        [sys.executable, "-m", "spin.cli.make_synthetic", "--num", "2", "--out",
+         str(tmp_path / "out"), "--body-model", str(tmp_path / "missing.npz")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_readme_converter_commands_match_their_usage():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "convert_3dpw.py --root ROOT" in readme and "convert_3dpw.py ROOT" not in readme
+    assert "convert_h36m.py --root ROOT" in readme and "convert_h36m.py ROOT" not in readme
