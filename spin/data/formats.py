@@ -87,6 +87,7 @@ __all__ = [
     "box_from_points",
     "concatenate_samples",
     "load_spin_npz",
+    "sample_axis_check",
     "save_spin_npz",
     "validate_spin_npz",
 ]
@@ -308,9 +309,10 @@ def save_spin_npz(path: str | os.PathLike, **arrays) -> Path:
     return path
 
 
-def _sample_axis_check(path: str | os.PathLike):
-    """A :func:`spin.npz.read_npz` check: each known key's declared shape is its spec's with
-    ``N`` = the number of ``imgname`` entries, so no key can declare more than its share."""
+def sample_axis_check(path: str | os.PathLike):
+    """For :func:`spin.npz.read_npz`: a check that each known key's declared shape is its
+    spec's with ``N`` = the number of ``imgname`` entries, so no key declares more than its
+    share."""
     declared = declared_arrays(path)
     if "imgname" not in declared:
         return None
@@ -333,7 +335,7 @@ def load_spin_npz(path: str | os.PathLike, validate: bool = True) -> dict[str, n
     Raises:
         SpinNpzError: ``validate`` is true and the file breaks the format.
     """
-    arrays = read_npz(path, [*REQUIRED_KEYS, *OPTIONAL_KEYS], check=_sample_axis_check(path))
+    arrays = read_npz(path, [*REQUIRED_KEYS, *OPTIONAL_KEYS], check=sample_axis_check(path))
     if validate:
         problems = validate_spin_npz(arrays)
         if problems:

@@ -60,9 +60,10 @@ from spin.atomic import atomic_write_hdf5, fsync_directory
 from spin.body import load_body_model
 from spin.body.joint_conventions import SPIN_49
 from spin.data.augment import BOX_SIZE_PER_SCALE
-from spin.data.formats import NUM_GT_JOINTS, NUM_OPENPOSE_JOINTS
+from spin.data.formats import NUM_GT_JOINTS, NUM_OPENPOSE_JOINTS, sample_axis_check
 from spin.fitting.smplify import IGNORED_JOINTS, SMPLify, SMPLifyConfig, StageConfig
 from spin.geometry import CROP_SIZE, FOCAL_LENGTH, crop_intrinsics, estimate_translation
+from spin.npz import NpzError, read_npz
 
 __all__ = [
     "FitDatasetConfig",
@@ -336,14 +337,17 @@ def dataset_inputs(
         "part": (NUM_GT_JOINTS, 3),
         "openpose": (NUM_OPENPOSE_JOINTS, 3),
     }
-    with np.load(path, allow_pickle=False) as npz:
-        missing = [key for key in expected if key not in npz.files]
-        if missing:
-            raise FitDatasetError(
-                f"{path}: missing {missing}; spin-fit-dataset needs a SPIN-format .npz "
-                "(see spin.data.formats) with imgname, center, scale, part and openpose"
-            )
-        arrays = {key: npz[key][:limit] for key in expected}
+    try:  # only these keys, each member's declared shape checked before it is read
+        arrays = read_npz(path, expected, check=sample_axis_check(path))
+    except NpzError as error:
+        raise FitDatasetError(str(error)) from None
+    missing = [key for key in expected if key not in arrays]
+    if missing:
+        raise FitDatasetError(
+            f"{path}: missing {missing}; spin-fit-dataset needs a SPIN-format .npz "
+            "(see spin.data.formats) with imgname, center, scale, part and openpose"
+        )
+    arrays = {key: value[:limit] for key, value in arrays.items()}
     num = len(arrays["imgname"])
     if num == 0:
         raise FitDatasetError(f"{path} holds no samples")
