@@ -22,6 +22,7 @@ __all__ = [
     "atomic_write_text",
     "fsync_directory",
     "hdf5_bytes",
+    "write_all_or_none",
 ]
 
 TMP_SUFFIX = ".tmp"
@@ -82,3 +83,17 @@ def hdf5_bytes(fill: Callable[[object], None]) -> bytes:
 def atomic_write_hdf5(path: str | os.PathLike, fill: Callable[[object], None]) -> Path:
     """An HDF5 file written atomically: built in memory by ``fill``, then written as bytes."""
     return atomic_write_bytes(path, hdf5_bytes(fill))
+
+
+def write_all_or_none(writers: list[Callable[[], Path]]) -> list[Path]:
+    """Run writers that each write one file atomically and return its path; if one fails,
+    remove the files the earlier ones wrote (a report is complete or absent) and re-raise."""
+    written: list[Path] = []
+    try:
+        for write in writers:
+            written.append(write())
+    except BaseException:
+        for path in written:
+            Path(path).unlink(missing_ok=True)
+        raise
+    return written

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from spin.atomic import atomic_write_text
+from spin.atomic import atomic_write_text, write_all_or_none
 from spin.cli.errors import add_debug_option, reported
 from spin.demo.keypoints import read_keypoints_file
 from spin.demo.pipeline import (
@@ -202,14 +202,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(1, f"spin-demo: {error}\n")
 
     stem = args.image.stem
-    paths = [
-        save_png(args.out / f"{stem}_overlay.png", overlay),
-        save_png(args.out / f"{stem}_side.png", side),
-        write_obj(args.out / f"{stem}.obj", result.vertices, result.faces),
-    ]
-    json_path = args.out / f"{stem}.json"
-    atomic_write_text(json_path, json.dumps(result_to_dict(result), indent=1, allow_nan=False))
-    paths.append(json_path)
+    record = json.dumps(result_to_dict(result), indent=1, allow_nan=False)
+    paths = write_all_or_none(  # every output or none (e.g. on a full disk)
+        [
+            lambda: save_png(args.out / f"{stem}_overlay.png", overlay),
+            lambda: save_png(args.out / f"{stem}_side.png", side),
+            lambda: write_obj(args.out / f"{stem}.obj", result.vertices, result.faces),
+            lambda: atomic_write_text(args.out / f"{stem}.json", record),
+        ]
+    )
 
     source = args.keypoints or "MediaPipe"
     x0, y0, x1, y1 = result.box

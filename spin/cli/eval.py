@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from spin.atomic import write_all_or_none
 from spin.cli.errors import add_debug_option, reported
 from spin.eval.protocols import GENDER_CHOICES, JOINT_SETS, PRESETS
 
@@ -232,8 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     print(format_table(report))
     out = args.out if args.out is not None else args.checkpoint.parent / OUT_SUBFOLDER
-    json_path = save_json(report, out / f"eval_{protocol.name}.json")
-    png_path = save_figure(report, out / f"eval_{protocol.name}.png")
+    json_path, png_path = write_all_or_none(  # both or neither (e.g. on a full disk)
+        [
+            lambda: save_json(report, out / f"eval_{protocol.name}.json"),
+            lambda: save_figure(report, out / f"eval_{protocol.name}.png"),
+        ]
+    )
     print(f"\nwrote {json_path} and {png_path} ({report.elapsed_s:.1f} s)")
     return 0
 

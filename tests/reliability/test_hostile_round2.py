@@ -731,3 +731,28 @@ def test_commands_report_unsafe_models_and_read_only_folders_in_one_line(tmp_pat
     assert train.returncode == 1, train.stderr[-1500:]
     assert "Read-only file system" in train.stderr or "Permission denied" in train.stderr
     assert "Traceback" not in train.stderr
+
+
+def test_demo_outputs_are_all_written_or_none(tmp_path, monkeypatch):
+    # Used to: a full disk left the overlay of a demo whose other outputs failed.
+    import contextlib
+    import errno
+
+    from spin.cli import demo
+
+    photo, keypoints = _demo_photo(tmp_path)
+    real_save_png, calls = demo.save_png, []
+
+    def second_png_fills_the_disk(path, image):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+        return real_save_png(path, image)
+
+    monkeypatch.setattr(demo, "save_png", second_png_fills_the_disk)
+    out = tmp_path / "out"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = demo.main([str(photo), "--keypoints", str(keypoints), "--out", str(out)])
+    assert code == 1 and "No space left" in err.getvalue()
+    assert len(calls) == 2 and list(out.iterdir()) == []  # the overlay was removed again
