@@ -26,6 +26,10 @@ segmenter or keypoint detector. Three representations (``DataConfig.input_repres
     channels of the points both conventions share (nose, eyes, ears, shoulders, elbows,
     wrists, knees, ankles); the neck, hips and feet channels then stay empty because the
     datasets' neck and hips are other points than OpenPose's.
+``keypoints``
+    ``(75, 1, 1)``: the same 25 keypoints as a vector, ``(x, y, seen)`` each in normalised
+    crop coordinates (clipped to ``[-3, 3]``; an unseen keypoint is ``(0, 0, 0)``), for a
+    vector encoder (``hmr.backbone.name=mlp``). The cheapest input: no pixels at all.
 
 The one-hot and heatmap inputs are floats like the image: at 224 px one item is 5 MB.
 The backbone's first layer takes :func:`input_channels` channels (the trainer sets
@@ -56,14 +60,20 @@ __all__ = [
     "input_channels",
     "input_to_rgb",
     "keypoint_heatmaps",
+    "keypoint_vector",
     "part_map_one_hot",
     "part_map_path",
     "read_part_map",
     "warp_part_map",
 ]
 
-InputRepresentation = Literal["rgb", "part_segmentation", "keypoint_heatmaps"]
-INPUT_REPRESENTATIONS: tuple[str, ...] = ("rgb", "part_segmentation", "keypoint_heatmaps")
+InputRepresentation = Literal["rgb", "part_segmentation", "keypoint_heatmaps", "keypoints"]
+INPUT_REPRESENTATIONS: tuple[str, ...] = (
+    "rgb",
+    "part_segmentation",
+    "keypoint_heatmaps",
+    "keypoints",
+)
 
 NUM_OPENPOSE = OPENPOSE_25.num_joints
 NUM_LABELS = NUM_PARTS + 1
@@ -76,7 +86,18 @@ HEATMAP_SIGMA = 0.025
 HEATMAP_FLOOR = 1e-4
 """Heatmap values below this are zero (the Gaussian is cut beyond ~4.3 standard deviations)."""
 
-_CHANNELS = {"rgb": 3, "part_segmentation": NUM_LABELS, "keypoint_heatmaps": NUM_OPENPOSE}
+KEYPOINT_VALUES = 3
+"""Numbers per keypoint in the ``keypoints`` vector: x, y and whether it is seen."""
+
+KEYPOINT_RANGE = 3.0
+"""``keypoints`` coordinates are clipped to [-3, 3] crop units (the crop spans [-1, 1])."""
+
+_CHANNELS = {
+    "rgb": 3,
+    "part_segmentation": NUM_LABELS,
+    "keypoint_heatmaps": NUM_OPENPOSE,
+    "keypoints": KEYPOINT_VALUES * NUM_OPENPOSE,
+}
 
 # Label permutation of a horizontal flip: label p + 1 <-> label flip(p) + 1, background 0.
 _PART_LABEL_FLIP = np.array([0] + [p + 1 for p in flip_permutation(SMPL_24)], dtype=np.uint8)
@@ -246,12 +267,42 @@ def keypoint_heatmaps(
     return torch.from_numpy(heatmaps.astype(np.float32))
 
 
+def keypoint_vector(keypoints: np.ndarray) -> torch.Tensor:
+    """``(3K, 1, 1)`` float32 ``(x, y, seen)`` of keypoints ``(K, 3)`` in normalised crop
+    coordinates (the ``keypoints`` representation)."""
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    seen = keypoints[:, 2:3] > 0
+    coords = np.where(seen, np.clip(keypoints[:, :2], -KEYPOINT_RANGE, KEYPOINT_RANGE), 0.0)
+    vector = np.concatenate([coords, seen.astype(np.float64)], axis=1).reshape(-1, 1, 1)
+    return torch.from_numpy(vector.astype(np.float32))
+
+
 # --- visualisation ----------------------------------------------------------------------------
 
 
 def _heatmap_palette(num: int) -> np.ndarray:
     hues = (np.arange(num) * 0.618033988749895) % 1.0
     return np.array([colorsys.hsv_to_rgb(h, 0.8, 1.0) for h in hues])
+
+
+KEYPOINT_PICTURE_SIZE = 192
+"""Side of the picture :func:`input_to_rgb` draws a ``keypoints`` vector in."""
+
+
+def _draw_keypoint_vector(vector: np.ndarray, size: int) -> np.ndarray:
+    """The seen keypoints of a ``keypoints`` vector as coloured dots on black."""
+    from PIL import ImageDraw
+
+    points = vector.reshape(-1, KEYPOINT_VALUES)
+    canvas = Image.new("RGB", (size, size))
+    draw = ImageDraw.Draw(canvas)
+    colours = (_heatmap_palette(len(points)) * 255).astype(int)
+    radius = max(2, size // 64)
+    for (x, y, seen), colour in zip(points, colours, strict=True):
+        if seen > 0:
+            u, v = (x + 1.0) * size / 2.0, (y + 1.0) * size / 2.0
+            draw.ellipse([u - radius, v - radius, u + radius, v + radius], fill=tuple(colour))
+    return np.asarray(canvas)
 
 
 def input_to_rgb(img, representation: str) -> np.ndarray:
@@ -264,6 +315,8 @@ def input_to_rgb(img, representation: str) -> np.ndarray:
         img = img.detach().cpu().numpy()
     img = np.asarray(img, dtype=np.float32)
     channels = input_channels(representation)
+    if representation == "keypoints":
+        return _draw_keypoint_vector(img.reshape(-1), KEYPOINT_PICTURE_SIZE)
     if img.ndim != 3 or img.shape[0] != channels:
         raise ValueError(
             f"expected a {representation} input of shape ({channels}, S, S), got {img.shape}"

@@ -92,6 +92,7 @@ from spin.data.representations import (
     INPUT_REPRESENTATIONS,
     heatmap_keypoints,
     keypoint_heatmaps,
+    keypoint_vector,
     part_map_one_hot,
     part_map_path,
     read_part_map,
@@ -755,6 +756,8 @@ class SpinDataset(Dataset):
             keypoints = flip_keypoints(keypoints, "spin49")
         if self.input_representation == "keypoint_heatmaps":
             img = keypoint_heatmaps(heatmap_keypoints(keypoints), size, self.heatmap_sigma)
+        elif self.input_representation == "keypoints":
+            img = keypoint_vector(heatmap_keypoints(keypoints))
 
         if self.joints_3d is not None:
             pose_3d = rotate_joints_3d(self.joints_3d[index], rotation)

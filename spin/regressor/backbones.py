@@ -26,6 +26,7 @@ __all__ = [
     "BACKBONE_NAMES",
     "BackboneConfig",
     "BasicBlock",
+    "KeypointMLP",
     "Bottleneck",
     "ResNet",
     "TinyCNN",
@@ -243,7 +244,39 @@ _RESNETS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, ...]]]
 }
 
 #: Names :class:`BackboneConfig` accepts.
-BACKBONE_NAMES: tuple[str, ...] = (*_RESNETS, "tiny")
+BACKBONE_NAMES: tuple[str, ...] = (*_RESNETS, "tiny", "mlp")
+
+MLP_WIDTH = 1024
+"""Width of :class:`KeypointMLP`'s hidden layers (its feature size)."""
+
+
+class KeypointMLP(nn.Module):
+    """An encoder for inputs that are vectors, not pictures (e.g. the ``keypoints``
+    representation: ``(B, D, 1, 1)``): two fully connected layers with batch norm and ReLU
+    over the flattened input, in the manner of Martinez et al.'s 2D-to-3D lifting network.
+
+    Args:
+        in_channels: D, the input's size.
+        width: hidden and feature size.
+    """
+
+    def __init__(self, in_channels: int, width: int = MLP_WIDTH) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.feature_dim = width
+        self.layers = nn.Sequential(
+            nn.Linear(in_channels, width),
+            nn.BatchNorm1d(width),
+            nn.ReLU(inplace=True),
+            nn.Linear(width, width),
+            nn.BatchNorm1d(width),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``(B, D, H, W)`` (H = W = 1 for vectors) to ``(B, width)`` features."""
+        _check_images(images, self.in_channels)
+        return self.layers(images.flatten(1))
 
 
 @dataclass(frozen=True)
@@ -251,7 +284,8 @@ class BackboneConfig:
     """Which image encoder to build.
 
     Attributes:
-        name: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"tiny"`` (:class:`TinyCNN`).
+        name: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"tiny"`` (:class:`TinyCNN`)
+            or ``"mlp"`` (:class:`KeypointMLP`, for vector inputs such as ``keypoints``).
         weights: path to a torchvision ImageNet checkpoint of the same ResNet (e.g.
             ``resnet50-0676ba61.pth``), or None for a random initialisation.
         in_channels: input channels; 3 for RGB.
@@ -268,10 +302,10 @@ class BackboneConfig:
             )
         if self.in_channels < 1:
             raise ValueError(f"backbone in_channels must be >= 1, got {self.in_channels}")
-        if self.weights is not None and self.name == "tiny":
+        if self.weights is not None and self.name in ("tiny", "mlp"):
             raise ValueError(
-                "the 'tiny' backbone has no pretrained weights; set backbone.weights=null "
-                "or pick resnet18/34/50"
+                f"the {self.name!r} backbone has no pretrained weights; set "
+                "backbone.weights=null or pick resnet18/34/50"
             )
 
 
@@ -283,6 +317,8 @@ def build_backbone(config: BackboneConfig) -> tuple[nn.Module, int]:
     """
     if config.name == "tiny":
         module: nn.Module = TinyCNN(config.in_channels)
+    elif config.name == "mlp":
+        module = KeypointMLP(config.in_channels)
     else:
         block, layers = _RESNETS[config.name]
         module = ResNet(block, layers, config.in_channels)

@@ -88,7 +88,9 @@ class DataConfig:
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     num_workers: int = 0
     val_samples: int = 200
-    input_representation: Literal["rgb", "part_segmentation", "keypoint_heatmaps"] = "rgb"
+    input_representation: Literal["rgb", "part_segmentation", "keypoint_heatmaps", "keypoints"] = (
+        "rgb"
+    )
     heatmap_sigma: float = HEATMAP_SIGMA
 
     def __post_init__(self) -> None:

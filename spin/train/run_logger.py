@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from spin.geometry import CROP_SIZE, FOCAL_LENGTH
 from spin.train.checkpoint import CONFIG_NAME, atomic_write_text
@@ -17,6 +18,8 @@ from spin.train.config import WandbConfig
 __all__ = ["NullLogger", "RunLogger", "panel_images"]
 
 PANEL_SAMPLES = 4
+MIN_TILE_PX = 192
+"""Panel tiles are at least this many pixels wide (small crops are scaled up)."""
 PRED_COLOR = (0.55, 0.7, 0.95)
 FIT_COLOR = (0.95, 0.7, 0.45)
 
@@ -39,7 +42,15 @@ def panel_images(
 
     batch, prediction, body, fit = last
     count = min(samples, batch["img"].shape[0])
-    size = batch["img"].shape[-1]
+    pictures = [input_to_rgb(batch["img"][i], representation) for i in range(count)]
+    # Tiles of at least MIN_TILE_PX, so that small training crops stay readable.
+    size = max(pictures[0].shape[0], MIN_TILE_PX)
+    pictures = [
+        np.asarray(Image.fromarray(p).resize((size, size), Image.BILINEAR))
+        if p.shape[0] != size
+        else p
+        for p in pictures
+    ]
     intrinsics = _crop_camera(size)
     faces = np.asarray(body_model.faces)
     fit_vertices = None
@@ -52,8 +63,7 @@ def panel_images(
             ).vertices
     tiles, labels = [], []
     with MeshRenderer((size, size)) as renderer:
-        for i in range(count):
-            image = input_to_rgb(batch["img"][i], representation)
+        for i, image in enumerate(pictures):
             tiles.append(image)
             labels.append("input")
             vertices = body.vertices[i].detach().cpu().numpy()

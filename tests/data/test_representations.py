@@ -260,3 +260,31 @@ def test_input_to_rgb_shows_every_representation():
         assert picture.shape == (8, 8, 3) and picture.dtype == np.uint8
     with pytest.raises(ValueError, match=r"\(25, S, S\)"):
         input_to_rgb(torch.zeros(3, 8, 8), "part_segmentation")
+
+
+def test_keypoint_vector_holds_seen_keypoints_and_zeros_for_unseen():
+    from spin.data.representations import KEYPOINT_RANGE, keypoint_vector
+
+    keypoints = np.array([[0.5, -0.25, 0.9], [10.0, -10.0, 1.0], [0.3, 0.3, 0.0]])
+    vector = keypoint_vector(keypoints)
+    assert vector.shape == (9, 1, 1) and vector.dtype == torch.float32
+    np.testing.assert_allclose(
+        vector.reshape(3, 3).numpy(),
+        [[0.5, -0.25, 1.0], [KEYPOINT_RANGE, -KEYPOINT_RANGE, 1.0], [0.0, 0.0, 0.0]],
+    )
+    picture = input_to_rgb(torch.zeros(75, 1, 1), "keypoints")
+    assert picture.shape[0] >= 192 and picture.max() == 0  # nothing seen: black
+
+
+def test_keypoints_representation_follows_the_augmented_keypoints(tiny_dataset_path):
+    from spin.data.representations import heatmap_keypoints, keypoint_vector
+
+    npz, folder = tiny_dataset_path
+    dataset = SpinDataset(npz, folder, img_size=64, input_representation="keypoints")
+    params = AugmentationParams(
+        flip=True, rotation_deg=20.0, scale_factor=0.9, pixel_noise=(1, 1, 1)
+    )
+    item = dataset.get(1, params=params)
+    expected = keypoint_vector(heatmap_keypoints(item["keypoints"].numpy()))
+    assert item["img"].shape == (75, 1, 1)
+    torch.testing.assert_close(item["img"], expected)

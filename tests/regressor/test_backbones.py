@@ -188,3 +188,17 @@ def test_wrong_input_channels_and_config_errors():
         BackboneConfig(name="resnet101")
     with pytest.raises(ValueError, match="no pretrained weights"):
         BackboneConfig(name="tiny", weights="x.pth")
+
+
+def test_keypoint_mlp_encodes_vectors_and_trains():
+    from spin.regressor.backbones import BackboneConfig, KeypointMLP, build_backbone
+
+    module, features = build_backbone(BackboneConfig(name="mlp", in_channels=75))
+    assert isinstance(module, KeypointMLP) and features == module.feature_dim
+    x = torch.randn(4, 75, 1, 1, requires_grad=True)
+    out = module(x)
+    assert out.shape == (4, features)
+    out.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        BackboneConfig(name="mlp", weights="x.pth")

@@ -22,8 +22,9 @@ ADVERSARIAL = ["adversarial.enabled=true", "adversarial.corpus_size=64"]
         ("static_fits", ["data.input_representation=part_segmentation"]),
         ("in_loop", ["data.input_representation=keypoint_heatmaps", *ADVERSARIAL]),
         ("regression_only", ["data.input_representation=keypoint_heatmaps"]),
+        ("in_loop", ["data.input_representation=keypoints", "hmr.backbone.name=mlp"]),
     ],
-    ids=["adversarial", "part_segmentation", "heatmaps_adversarial", "heatmaps"],
+    ids=["adversarial", "part_segmentation", "heatmaps_adversarial", "heatmaps", "keypoints"],
 )
 def test_two_steps_with_each_option(data_dir, tmp_path, mode, options):  # noqa: F811
     config = tiny_config(data_dir, tmp_path, f"mode={mode}", *options)
@@ -33,13 +34,17 @@ def test_two_steps_with_each_option(data_dir, tmp_path, mode, options):  # noqa:
     assert torch.isfinite(torch.tensor(metrics["loss/total"]))
     assert "val/pa_mpjpe_mm" in metrics
     representation = config.data.input_representation
-    channels = 3 if representation == "rgb" else 25
+    channels = {"rgb": 3, "keypoints": 75}.get(representation, 25)
     assert trainer.model.backbone.in_channels == channels
     assert trainer.train_sets[0][0]["img"].shape[0] == channels
     assert trainer.val_data[0]["img"].shape[0] == channels
     saved = json.loads((tmp_path / "tiny" / "config.json").read_text())
     assert saved["hmr"]["backbone"]["in_channels"] == channels  # a checkpoint rebuilds it
-    assert (tmp_path / "tiny" / "panels" / "step_0000002.png").exists()
+    panel = tmp_path / "tiny" / "panels" / "step_0000002.png"
+    from PIL import Image
+
+    with Image.open(panel) as image:  # tiles of at least 192 px, even from 64 px crops
+        assert image.width >= 2 * 192
     if config.adversarial.enabled:
         assert metrics["loss/adversarial"] > 0 and metrics["loss/discriminator"] > 0
     else:
