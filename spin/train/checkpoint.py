@@ -138,10 +138,12 @@ def settle_fits_cache(run_dir: Path, step: int) -> Path | None:
     return path if path.exists() else None
 
 
-def load_checkpoint(path: Path, model=None, optimizer=None) -> dict:
+def load_checkpoint(path: Path, model=None, optimizer=None, check_config=None) -> dict:
     """Read a checkpoint safely; load the states into ``model``/``optimizer`` when given and
     restore the torch RNG. Returns ``{"step", "config", "extra", "modules"}`` (``modules``:
     the state dicts given to :func:`save_checkpoint`, ``{}`` when none were).
+    ``check_config(config_dict)`` is called before any state is loaded (it raises to
+    refuse the checkpoint).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -188,6 +190,8 @@ def load_checkpoint(path: Path, model=None, optimizer=None) -> dict:
             f"{path}: its saved config is not the JSON spin-train writes ({error}); the file "
             "was altered or written by something else"
         ) from None
+    if check_config is not None:
+        check_config(config)
     if model is not None:
         model.load_state_dict(state["model"])
     if optimizer is not None:

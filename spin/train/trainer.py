@@ -316,16 +316,17 @@ class Trainer:
         with main_first(self.distributed):
             if resume and (self.run_dir / CHECKPOINT_NAME).exists():
                 path = self.run_dir / CHECKPOINT_NAME
-                mismatch = _differences(
-                    load_checkpoint(path)["config"], config_to_dict(config), RESUME_MUST_MATCH
-                )
-                if mismatch:
-                    raise RunFolderError(
-                        f"{path} was trained with other settings ({'; '.join(mismatch)}); "
-                        f"resume with the run's own config ({self.run_dir / CONFIG_NAME}) or "
-                        "start a new run (another name=, or --overwrite)"
-                    )
-                state = load_checkpoint(path, self.model, self.optimizer)
+
+                def same_setup(stored: dict) -> None:
+                    mismatch = _differences(stored, config_to_dict(config), RESUME_MUST_MATCH)
+                    if mismatch:
+                        raise RunFolderError(
+                            f"{path} was trained with other settings ({'; '.join(mismatch)}); "
+                            f"resume with the run's own config ({self.run_dir / CONFIG_NAME}) or "
+                            "start a new run (another name=, or --overwrite)"
+                        )
+
+                state = load_checkpoint(path, self.model, self.optimizer, same_setup)
                 self.step = state["step"]
                 if self.adversarial is not None:
                     if "adversarial" in state["modules"]:
