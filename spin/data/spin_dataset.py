@@ -418,11 +418,13 @@ class SpinDataset(Dataset):
         )
 
     def _check_images_inside_folder(self, source: Path) -> None:
-        root = self.image_folder.resolve()
+        # Lexically (``..`` and absolute paths), not through symlinks: a folder of links to
+        # images stored elsewhere is a common and legitimate layout.
+        root = os.path.abspath(self.image_folder)
         outside = [
             name
             for name in dict.fromkeys(self.imgname)
-            if not (root / name).resolve().is_relative_to(root)
+            if os.path.commonpath([root, os.path.normpath(os.path.join(root, name))]) != root
         ]
         if outside:
             raise DatasetFormatError(
