@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from spin.cli.errors import EXIT_FAILURE, USER_ERRORS, add_debug_option, one_line, reported
+from spin.cli.errors import EXIT_USAGE, USER_ERRORS, add_debug_option, one_line, reported
 from spin.config import ConfigError, load_config
 
 
@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _remove_failed_start(run_dir: Path, existed: bool) -> None:
     """A run folder this command created and that holds no checkpoint is only a failed start:
     remove it so that the next attempt does not meet a half-made run."""
-    if existed or not run_dir.is_dir() or (run_dir / "checkpoint.pt").exists():
+    from spin.train.checkpoint import CHECKPOINT_NAME
+
+    if existed or not run_dir.is_dir() or (run_dir / CHECKPOINT_NAME).exists():
         return
     shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -70,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(TrainConfig, args.config, args.overrides)
     except ConfigError as error:
         print(f"spin-train: {one_line(error)}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     from spin.train.distributed import cleanup_distributed
     from spin.train.trainer import Trainer
 
@@ -81,12 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             config, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite
         )
         metrics = trainer.run()
-    except USER_ERRORS as error:
-        if args.debug:
-            raise
+    except USER_ERRORS:  # reported by @reported, after the clean-up
         _remove_failed_start(run_dir, existed)
-        print(f"spin-train: {one_line(error)}", file=sys.stderr)
-        return EXIT_FAILURE
+        raise
     finally:
         cleanup_distributed()
     if trainer.distributed.is_main:
