@@ -826,6 +826,11 @@ def evaluate(
     joint_indices = protocol.joint_indices
     regressor_errors, refined_errors = _ErrorAccumulator(), _ErrorAccumulator()
     mean_pose_errors = _ErrorAccumulator()
+    mean_body = None  # the mean-pose reference: the same body for every sample
+    if mean_pose:
+        with torch.no_grad():
+            reference = loaded.model.mean_prediction(1)
+            mean_body = body(pose_rotmats=reference.pose_rotmats, betas=reference.betas)
     done_index: list[np.ndarray] = []
     fallbacks = 0
     bar = tqdm(
@@ -863,16 +868,14 @@ def evaluate(
                 gt_vertices,
             )
         )
-        if mean_pose:
-            with torch.no_grad():
-                reference = loaded.model.mean_prediction(len(rows))
-                mean_body = body(pose_rotmats=reference.pose_rotmats, betas=reference.betas)
+        if mean_body is not None:
+            count = len(rows)
             mean_pose_errors.add(
                 compute_errors(
-                    mean_body.require_joints_h36m(),
+                    mean_body.require_joints_h36m().expand(count, -1, -1),
                     gt_joints,
                     joint_indices,
-                    mean_body.vertices if with_pve else None,
+                    mean_body.vertices.expand(count, -1, -1) if with_pve else None,
                     gt_vertices,
                 )
             )

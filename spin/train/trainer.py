@@ -507,6 +507,10 @@ class Trainer:
         errors["keypoints_2d_px"] = []
         errors["mean_pose_pa_mpjpe_mm"] = []
         index = list(H36M_TO_LSP14)
+        # The reference a regressor must beat: the mean parameters, the same for every sample.
+        mean = self.model.mean_prediction(1)
+        mean_body = self.body_model(pose_rotmats=mean.pose_rotmats, betas=mean.betas)
+        mean_joints = center_on(mean_body.joints_h36m, 0)[:, index]
         for batch in loader:
             batch = _to(batch, self.device, self.dtype)
             has_smpl = batch["has_smpl"] > 0.5
@@ -518,11 +522,8 @@ class Trainer:
             gt = center_on(truth.joints_h36m, 0)[has_smpl][:, index]
             errors["mpjpe_mm"].append(mpjpe(pred, gt) * M_TO_MM)
             errors["pa_mpjpe_mm"].append(pa_mpjpe(pred, gt) * M_TO_MM)
-            # The reference a regressor must beat: the mean parameters for every sample.
-            mean = self.model.mean_prediction(len(has_smpl))
-            mean_body = self.body_model(pose_rotmats=mean.pose_rotmats, betas=mean.betas)
-            mean_joints = center_on(mean_body.joints_h36m, 0)[has_smpl][:, index]
-            errors["mean_pose_pa_mpjpe_mm"].append(pa_mpjpe(mean_joints, gt) * M_TO_MM)
+            reference = mean_joints.expand(len(gt), -1, -1)
+            errors["mean_pose_pa_mpjpe_mm"].append(pa_mpjpe(reference, gt) * M_TO_MM)
             target_rotmats = rotvec_to_rotmat(batch["pose"].reshape(-1, 24, 3))
             errors["rotation_deg"].append(
                 rotation_error_deg(prediction.pose_rotmats[:, 1:], target_rotmats[:, 1:])[has_smpl]
