@@ -64,13 +64,13 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from spin.atomic import atomic_write
 from spin.npz import declared_arrays, read_npz
 
 __all__ = [
@@ -295,18 +295,7 @@ def save_spin_npz(path: str | os.PathLike, **arrays) -> Path:
             f"not writing {path}: the arrays break the SPIN .npz format:\n  - "
             + "\n  - ".join(problems)
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
 def sample_axis_check(path: str | os.PathLike):
