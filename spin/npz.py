@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MAX_NPZ_BYTES", "NpzError", "declared_arrays", "read_npz"]
+__all__ = ["MAX_NPZ_BYTES", "NpzError", "NpzObjectArrayError", "declared_arrays", "read_npz"]
 
 MAX_NPZ_BYTES = 1 << 30
 """Most bytes the arrays read from one ``.npz`` may declare in all (1 GiB)."""
@@ -24,6 +24,10 @@ MAX_NPZ_BYTES = 1 << 30
 
 class NpzError(ValueError):
     """An ``.npz`` file is not a readable archive, or declares arrays it may not."""
+
+
+class NpzObjectArrayError(NpzError):
+    """An ``.npz`` member holds Python objects, which numpy can only unpickle."""
 
 
 def declared_arrays(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -72,7 +76,7 @@ def read_npz(
     for key in wanted:
         shape, dtype = declared[key]
         if dtype.hasobject:
-            raise NpzError(
+            raise NpzObjectArrayError(
                 f"{path}: key {key!r} holds Python objects, which numpy loads only by "
                 "unpickling; re-save its strings as fixed-width str (np.asarray(x, dtype=str))"
             )

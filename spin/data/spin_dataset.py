@@ -99,7 +99,7 @@ from spin.data.representations import (
     warp_part_map,
 )
 from spin.geometry.cameras import CROP_SIZE
-from spin.npz import NpzError, read_npz
+from spin.npz import NpzError, NpzObjectArrayError, read_npz
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -229,28 +229,19 @@ def _strings(array: np.ndarray) -> np.ndarray:
 def _load_npz(path: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"dataset file {path} does not exist")
-    if not allow_pickle:  # only the keys used, each header checked before it is read
-        try:
-            return read_npz(path, KEY_SHAPES)
-        except NpzError as error:
-            if "Python objects" not in str(error):
-                raise DatasetFormatError(str(error)) from None
-            raise DatasetFormatError(
-                f"{path}: contains object arrays, which numpy only loads by unpickling; "
-                "pass allow_pickle=True if you trust the file, or re-save its string "
-                "arrays as fixed-width str (np.asarray(x, dtype=str))"
-            ) from None
-    try:
-        with np.load(path, allow_pickle=allow_pickle) as npz:
+    if allow_pickle:  # trusted: numpy may unpickle object arrays
+        with np.load(path, allow_pickle=True) as npz:
             return {key: npz[key] for key in npz.files if key in KEY_SHAPES}
-    except ValueError as error:
-        if "allow_pickle" in str(error):
-            raise DatasetFormatError(
-                f"{path}: contains object arrays, which numpy only loads by unpickling; "
-                "pass allow_pickle=True if you trust the file, or re-save its string "
-                "arrays as fixed-width str (np.asarray(x, dtype=str))"
-            ) from error
-        raise
+    try:  # only the keys used, each header checked before it is read
+        return read_npz(path, KEY_SHAPES)
+    except NpzObjectArrayError:
+        raise DatasetFormatError(
+            f"{path}: contains object arrays, which numpy only loads by unpickling; "
+            "pass allow_pickle=True if you trust the file, or re-save its string "
+            "arrays as fixed-width str (np.asarray(x, dtype=str))"
+        ) from None
+    except NpzError as error:
+        raise DatasetFormatError(str(error)) from None
 
 
 def denormalize_image(img) -> np.ndarray:
