@@ -21,7 +21,7 @@ whatever the mesh size: the inner loop of SMPLify (and its Jacobians) needs noth
 from __future__ import annotations
 
 import torch
-from smplx.lbs import batch_rigid_transform, batch_rodrigues
+from smplx.lbs import batch_rodrigues
 from torch import Tensor, nn
 
 from spin.body.layer import BodyModel
@@ -57,10 +57,11 @@ class SparseJointModel(nn.Module):
         j_regressor = body_model.J_regressor.double()
         self.num_betas = body_model.num_betas
         self.register_buffer("parents", body_model.parents.clone(), persistent=False)
+        # The kinematic chain walks a Python list: indexing with tensor elements would wait
+        # for the device at every joint (and breaks CUDA graph capture).
+        self.parent_list: list[int] = body_model.parents.tolist()
         self.register_buffer(
-            "subtree",
-            _subtree(body_model.parents.tolist()).to(body_model.v_template),
-            persistent=False,
+            "subtree", _subtree(self.parent_list).to(body_model.v_template), persistent=False
         )
         self.register_buffer(
             "joint_template", (j_regressor @ v_template).to(dtype), persistent=False
@@ -111,6 +112,18 @@ class SparseJointModel(nn.Module):
             points = points + torch.einsum("kjdp,bp->bkjd", self.point_posedirs, features)
         return points
 
+    def _chain(self, local: Tensor, rest: Tensor) -> tuple[Tensor, Tensor]:
+        """Global rotations ``(B, 24, 3, 3)`` and posed joints ``(B, 24, 3)`` from local
+        rotations ``(B, 24, 3, 3)`` and rest joints ``(B, 24, 3)`` (SMPL's kinematic chain)."""
+        rotations = [local[:, 0]]
+        posed = [rest[:, 0]]
+        for j in range(1, NUM_JOINTS):
+            p = self.parent_list[j]
+            rotations.append(rotations[p] @ local[:, j])
+            offset = rest[:, j] - rest[:, p]
+            posed.append(posed[p] + torch.einsum("brc,bc->br", rotations[p], offset))
+        return torch.stack(rotations, dim=1), torch.stack(posed, dim=1)
+
     def joints_and_jacobian(
         self, pose_rotvecs: Tensor, betas: Tensor, transl: Tensor
     ) -> tuple[Tensor, Tensor]:
@@ -133,19 +146,12 @@ class SparseJointModel(nn.Module):
         rotvecs = pose_rotvecs.reshape(batch, NUM_JOINTS, 3)
         local = batch_rodrigues(rotvecs.reshape(-1, 3)).reshape(batch, NUM_JOINTS, 3, 3)
         rest = self.joint_template + torch.einsum("jdk,bk->bjd", self.joint_shapedirs, betas)
-        parents = self.parents.tolist()
-        rotations = [local[:, 0]]
-        posed = [rest[:, 0]]
+        glob, joints = self._chain(local, rest)
         rest_d = [self.joint_shapedirs[0].expand(batch, -1, -1)]
         for j in range(1, NUM_JOINTS):
-            p = parents[j]
-            rotations.append(rotations[p] @ local[:, j])
-            offset = rest[:, j] - rest[:, p]
-            posed.append(posed[p] + torch.einsum("brc,bc->br", rotations[p], offset))
+            p = self.parent_list[j]
             offset_d = self.joint_shapedirs[j] - self.joint_shapedirs[p]
-            rest_d.append(rest_d[p] + torch.einsum("brc,cn->brn", rotations[p], offset_d))
-        glob = torch.stack(rotations, dim=1)  # (B, 24, 3, 3)
-        joints = torch.stack(posed, dim=1)  # (B, 24, 3)
+            rest_d.append(rest_d[p] + torch.einsum("brc,cn->brn", glob[:, p], offset_d))
         joints_d_betas = torch.stack(rest_d, dim=1)  # (B, 24, 3, NB)
 
         points_rest = self._rest_points(betas, local)
@@ -207,12 +213,14 @@ class SparseJointModel(nn.Module):
                 batch, NUM_JOINTS, 3, 3
             )
         rest_joints = self.joint_template + torch.einsum("jdk,bk->bjd", self.joint_shapedirs, betas)
-        joints_smpl, transforms = batch_rigid_transform(pose_rotmats, rest_joints, self.parents)
+        glob, joints_smpl = self._chain(pose_rotmats, rest_joints)
         joints_spin = None
         if self.has_joints_spin:
+            # A_j = [G_j | P_j - G_j rest_j] applied to the folded rest points.
+            origin = joints_smpl - torch.einsum("bjrc,bjc->bjr", glob, rest_joints)
             points = self._rest_points(betas, pose_rotmats)
-            posed = torch.einsum("bjrc,bkjc->bkr", transforms[..., :3, :3], points)
-            posed = posed + torch.einsum("bjr,kj->bkr", transforms[..., :3, 3], self.point_weight)
+            posed = torch.einsum("bjrc,bkjc->bkr", glob, points)
+            posed = posed + torch.einsum("bjr,kj->bkr", origin, self.point_weight)
             sources = torch.cat([joints_smpl, posed], dim=1)
             joints_spin = sources.index_select(1, self.spin_gather)
         if transl is not None:

@@ -8,6 +8,8 @@ Gauss-Newton / Levenberg-Marquardt optimiser of the fast mode.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -18,6 +20,7 @@ __all__ = [
     "camera_depth_loss",
     "gmof",
     "gmof_residuals",
+    "pick",
     "reprojection_loss",
     "reprojection_residuals",
     "shape_prior",
@@ -30,6 +33,16 @@ __all__ = [
 #: ``exp(sign * theta)`` grows when the joint bends the wrong way (left elbow y, right elbow y,
 #: left knee x, right knee x in SMPL's axes).
 ANGLE_PRIOR_JOINTS: tuple[tuple[int, float], ...] = ((52, 1.0), (55, -1.0), (9, -1.0), (12, -1.0))
+
+
+def pick(values: Tensor, indices: Sequence[int], dim: int) -> Tensor:
+    """``values`` at Python ``indices`` along ``dim`` (like ``values[..., indices, ...]``).
+
+    Stacks views instead of indexing with a list, which would copy the list to the device on
+    every call: a host-to-device transfer that waits for the device and that CUDA graph
+    capture forbids.
+    """
+    return torch.stack([values.select(dim, i) for i in indices], dim=dim)
 
 
 def gmof(residuals: Tensor, sigma: float) -> Tensor:
@@ -87,9 +100,8 @@ def angle_prior(body_pose_rotvecs: Tensor) -> Tensor:
 
 def angle_prior_residuals(body_pose_rotvecs: Tensor) -> Tensor:
     """``(B, 4)`` residuals ``exp(sign * theta)`` of :func:`angle_prior`."""
-    index = [i for i, _ in ANGLE_PRIOR_JOINTS]
-    signs = body_pose_rotvecs.new_tensor([s for _, s in ANGLE_PRIOR_JOINTS])
-    return torch.exp(body_pose_rotvecs[..., index] * signs)
+    signed = [sign * body_pose_rotvecs[..., i] for i, sign in ANGLE_PRIOR_JOINTS]
+    return torch.exp(torch.stack(signed, dim=-1))
 
 
 def shape_prior(betas: Tensor) -> Tensor:
@@ -121,8 +133,8 @@ def torso_camera_weights(
         confidences: ``(B, J)``.
         openpose_torso, gt_torso: joint indices, the same number T each.
     """
-    openpose = confidences[..., openpose_torso] > 0
-    gt = confidences[..., gt_torso] > 0
+    openpose = pick(confidences, openpose_torso, -1) > 0
+    gt = pick(confidences, gt_torso, -1) > 0
     if rule == "visible":
         return torch.cat([openpose, gt], dim=-1).to(confidences.dtype)
     if rule != "spin":
@@ -149,5 +161,5 @@ def torso_camera_residuals(
     projected: Tensor, keypoints: Tensor, weights: Tensor, torso_joints: list[int]
 ) -> Tensor:
     """``(B, 2T)`` residuals of :func:`torso_camera_loss`."""
-    diff = projected[..., torso_joints, :] - keypoints[..., torso_joints, :]
+    diff = pick(projected, torso_joints, -2) - pick(keypoints, torso_joints, -2)
     return (diff * weights[..., None]).flatten(start_dim=-2)

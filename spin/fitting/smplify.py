@@ -23,6 +23,7 @@ Everything follows the device and dtype of the body model and the inputs.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -155,6 +156,7 @@ class SMPLifyConfig:
     ignored_joints: tuple[str, ...] = IGNORED_JOINTS
     torso_joints: tuple[str, ...] = TORSO_JOINTS
     torso_rule: Literal["spin", "visible"] = "spin"
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         if len(self.torso_joints) % 2 or not self.torso_joints:
@@ -448,8 +450,10 @@ class SMPLify:
         if stage.objective == "camera":
             torso = self._torso
             visible = obs.torso_weights[..., None]
-            r_torso = ((projected[:, torso] - obs.keypoints[:, torso]) * visible).flatten(1)
-            d_torso = (projected_d[:, torso] * visible[..., None]).flatten(1, 2)
+            r_torso = losses.torso_camera_residuals(
+                projected, obs.keypoints, obs.torso_weights, torso
+            )
+            d_torso = (losses.pick(projected_d, torso, 1) * visible[..., None]).flatten(1, 2)
             weight = math.sqrt(cfg.depth_weight)
             r_depth = weight * (variables["cam_t"][:, 2:] - obs.initial_cam_t[:, 2:])
             d_depth = pose.new_zeros(batch, 1, num_params)
@@ -543,55 +547,65 @@ class SMPLify:
         return torch.stack(history)
 
     def _run_lm(self, stage, variables, obs) -> Tensor:
-        """Batched Levenberg-Marquardt on the stage's residuals; converged samples leave
-        the active set."""
+        """Batched Levenberg-Marquardt on the stage's residuals.
+
+        Every iteration has the same shapes: a sample that converged (or whose damping reached
+        its bound) is frozen by a mask, not removed, so nothing waits for the device. On a CPU
+        the iteration runs on the samples still active (less arithmetic, and reading the mask
+        costs nothing there); on CUDA it runs on the whole batch and, with
+        ``SMPLifyConfig.cuda_graphs``, is captured once as a CUDA graph and replayed.
+        """
         objective = self._objective(stage)
         names = list(stage.optimize)
         sizes = [variables[n].shape[1] for n in names]
-        ref = variables[names[0]]
-        batch = ref.shape[0]
+        x = torch.cat([variables[n] for n in names], dim=1).detach()
+        eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
 
         def unpack(x: Tensor, fixed: dict[str, Tensor]) -> dict[str, Tensor]:
             return {**fixed, **dict(zip(names, torch.split(x, sizes, dim=1), strict=True))}
 
-        x = torch.cat([variables[n] for n in names], dim=1).detach()
+        def iterate(state: _LMState, fixed: dict[str, Tensor], obs: _Observations) -> _LMState:
+            r, jac = self._linearize(stage, unpack(state.x, fixed), obs)
+            gradient = torch.einsum("brp,br->bp", jac, r)
+            hessian = torch.einsum("brp,brq->bpq", jac, jac)
+            diagonal = torch.diagonal(hessian, dim1=1, dim2=2)
+            system = hessian + (state.damping[:, None] * diagonal + 1e-9)[:, :, None] * eye
+            step, _ = torch.linalg.solve_ex(system, -gradient)  # no error check: no sync
+            candidate = state.x + step
+            new_loss = objective(unpack(candidate, fixed), obs)["total"]
+            accept = state.active & torch.isfinite(new_loss) & (new_loss < state.loss)
+            improvement = torch.where(accept, state.loss - new_loss, torch.zeros_like(new_loss))
+            converged = accept & (improvement <= stage.tolerance * state.loss.abs())
+            damping = torch.where(
+                accept, state.damping * LM_DAMPING_DOWN, state.damping * LM_DAMPING_UP
+            )
+            damping = torch.where(state.active, damping.clamp(*LM_DAMPING_RANGE), state.damping)
+            stuck = damping >= LM_DAMPING_RANGE[1]
+            return _LMState(
+                x=torch.where(accept[:, None], candidate, state.x),
+                loss=torch.where(accept, new_loss, state.loss),
+                damping=damping,
+                active=state.active & ~(converged | stuck),
+            )
+
         with torch.no_grad():
             loss = objective(variables, obs)["total"]
-        history = [loss.mean()]
-        damping = torch.full((batch,), LM_INITIAL_DAMPING, dtype=ref.dtype, device=ref.device)
-        active = torch.arange(batch, device=ref.device)
-        eye = torch.eye(x.shape[1], dtype=ref.dtype, device=ref.device)
-        for _ in range(stage.iterations):
-            if active.numel() == 0:
-                history.append(loss.mean())
-                continue
-            fixed = {k: v.index_select(0, active) for k, v in variables.items()}
-            sub_obs = obs.select(active)
-            xa = x.index_select(0, active)
-
-            with torch.no_grad():
-                r, jac = self._linearize(stage, unpack(xa, fixed), sub_obs)
-                gradient = torch.einsum("brp,br->bp", jac, r)
-                hessian = torch.einsum("brp,brq->bpq", jac, jac)
-                lam = damping.index_select(0, active)
-                diagonal = torch.diagonal(hessian, dim1=1, dim2=2)
-                system = hessian + (lam[:, None] * diagonal + 1e-9)[:, :, None] * eye
-                step = -torch.linalg.solve(system, gradient)
-                candidate = xa + step
-                new_loss = objective(unpack(candidate, fixed), sub_obs)["total"]
-                old_loss = loss.index_select(0, active)
-                accept = torch.isfinite(new_loss) & (new_loss < old_loss)
-                xa = torch.where(accept[:, None], candidate, xa)
-                improvement = torch.where(accept, old_loss - new_loss, torch.zeros_like(old_loss))
-                loss = loss.index_copy(0, active, torch.where(accept, new_loss, old_loss))
-                x = x.index_copy(0, active, xa)
-                lam = torch.where(accept, lam * LM_DAMPING_DOWN, lam * LM_DAMPING_UP)
-                damping = damping.index_copy(0, active, lam.clamp(*LM_DAMPING_RANGE))
-                converged = accept & (improvement <= stage.tolerance * old_loss.abs())
-                stuck = lam >= LM_DAMPING_RANGE[1]
-                active = active[~(converged | stuck)]
-            history.append(loss.mean())
-        for name, tensor in unpack(x, {}).items():
+            state = _LMState(
+                x=x,
+                loss=loss,
+                damping=torch.full_like(loss, LM_INITIAL_DAMPING),
+                active=torch.ones_like(loss, dtype=torch.bool),
+            )
+            history = [loss.mean()]
+            if x.device.type == "cpu":
+                state = _lm_compacted(iterate, state, variables, obs, stage.iterations, history)
+            elif self.config.cuda_graphs and stage.iterations > 1:
+                state = _lm_cuda_graph(iterate, state, variables, obs, stage.iterations, history)
+            else:
+                for _ in range(stage.iterations):
+                    state = iterate(state, variables, obs)
+                    history.append(state.loss.mean())
+        for name, tensor in unpack(state.x, {}).items():
             variables[name] = tensor.detach()
         return torch.stack(history)
 
@@ -640,6 +654,71 @@ class SMPLify:
             raise ValueError(
                 f"keypoints are on {keypoints.device} but the body model is on {ref.device}"
             )
+
+
+@dataclass(frozen=True, eq=False)
+class _LMState:
+    """Levenberg-Marquardt state of every sample: parameters ``(B, P)``, objective ``(B,)``,
+    damping ``(B,)`` and whether the sample still iterates ``(B,)``."""
+
+    x: Tensor
+    loss: Tensor
+    damping: Tensor
+    active: Tensor
+
+    def select(self, index: Tensor) -> _LMState:
+        return _LMState(*(getattr(self, f).index_select(0, index) for f in _LM_FIELDS))
+
+    def scatter(self, index: Tensor, part: _LMState) -> _LMState:
+        return _LMState(
+            *(getattr(self, f).index_copy(0, index, getattr(part, f)) for f in _LM_FIELDS)
+        )
+
+
+_LM_FIELDS = ("x", "loss", "damping", "active")
+
+
+def _lm_compacted(iterate, state, variables, obs, iterations, history) -> _LMState:
+    """Run ``iterations`` LM iterations on the samples still active only (for CPUs)."""
+    for _ in range(iterations):
+        index = state.active.nonzero().squeeze(1)
+        if index.numel():
+            fixed = {k: v.index_select(0, index) for k, v in variables.items()}
+            part = iterate(state.select(index), fixed, obs.select(index))
+            state = state.scatter(index, part)
+        history.append(state.loss.mean())
+    return state
+
+
+def _lm_cuda_graph(iterate, state, variables, obs, iterations, history) -> _LMState:
+    """Run ``iterations`` LM iterations on CUDA: the first eagerly (on a side stream, which
+    also warms up the libraries), the others as replays of one captured CUDA graph. Falls back
+    to eager iterations, with a warning, if the capture fails."""
+    side = torch.cuda.Stream(device=state.x.device)
+    side.wait_stream(torch.cuda.current_stream(state.x.device))
+    with torch.cuda.stream(side):
+        state = iterate(state, variables, obs)
+    torch.cuda.current_stream(state.x.device).wait_stream(side)
+    history.append(state.loss.mean())
+    static = _LMState(*(getattr(state, f).clone() for f in _LM_FIELDS))
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            result = iterate(static, variables, obs)
+            for f in _LM_FIELDS:
+                getattr(static, f).copy_(getattr(result, f))
+    except RuntimeError as error:  # an op that cannot be captured: stay correct, eagerly
+        warnings.warn(
+            f"SMPLify: CUDA graph capture failed ({error}); iterating eagerly", stacklevel=2
+        )
+        for _ in range(iterations - 1):
+            state = iterate(state, variables, obs)
+            history.append(state.loss.mean())
+        return state
+    for _ in range(iterations - 1):
+        graph.replay()
+        history.append(static.loss.mean())
+    return static
 
 
 def _residuals_and_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
