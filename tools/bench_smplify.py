@@ -15,9 +15,11 @@ rest pose, mm) and speed ratios.
 Methods (``SMPLifyConfig.mode``):
 - ``faithful``: SPIN's schedule posing the whole mesh each step (SPIN's implementation);
 - ``fast``: the same schedule evaluating only the joints (the same numbers, less compute);
-- ``lm``: Levenberg-Marquardt with analytic Jacobians and per-sample early stopping; on CUDA
-  its iterations are CUDA graph replays;
-- ``lm-eager``: the same without CUDA graphs (identical to ``lm`` on a CPU).
+- ``lm``: SPIN's objective by Levenberg-Marquardt with analytic Jacobians and per-sample
+  early stopping;
+- ``anchored`` (the default of training, the demo and ``spin-fit-dataset``): ``lm`` plus
+  terms that keep the fit near its start; from the mean pose it runs as
+  ``spin-fit-dataset --init mean`` does (``mean_start_config``: four headings, no anchors).
 
 Usage: ``python tools/bench_smplify.py [--batch 64] [--body-model open] [--seed 0]
 [--device cuda] [--methods faithful,fast,lm]``
@@ -38,7 +40,7 @@ from spin.body.joint_conventions import H36M_TO_LSP14
 from spin.body.pose_sampler import sample_poses
 from spin.eval.metrics import M_TO_MM, center_on, mpjpe, pa_mpjpe
 from spin.fitting.priors import load_pose_prior
-from spin.fitting.smplify import SMPLify, SMPLifyConfig
+from spin.fitting.smplify import SMPLify, SMPLifyConfig, mean_start_config
 from spin.geometry import (
     CROP_SIZE,
     FOCAL_LENGTH,
@@ -180,7 +182,7 @@ METHODS = {
     "faithful": SMPLifyConfig(mode="faithful"),
     "fast": SMPLifyConfig(mode="fast"),
     "lm": SMPLifyConfig(mode="lm"),
-    "lm-eager": SMPLifyConfig(mode="lm", cuda_graphs=False),  # the same without CUDA graphs
+    "anchored": SMPLifyConfig(mode="anchored"),
 }
 
 
@@ -199,7 +201,7 @@ def main(argv=None) -> int:
         help="untimed runs of each method first (default: 1 on CUDA, 0 on the CPU)",
     )
     parser.add_argument(
-        "--methods", default="faithful,fast,lm", help=f"comma-separated subset of {list(METHODS)}"
+        "--methods", default=",".join(METHODS), help=f"comma-separated subset of {list(METHODS)}"
     )
     parser.add_argument(
         "--inits", default=None, help="comma-separated subset of the initialisations"
@@ -234,7 +236,10 @@ def main(argv=None) -> int:
         nan = float("nan")
         rows.append((init_name, "initialisation", nan, nan, nan, *start_errors))
         for method in methods:
-            smplify = SMPLify(body, prior, METHODS[method])
+            config = METHODS[method]
+            if method == "anchored" and init_name == "mean pose":
+                config = mean_start_config(config)
+            smplify = SMPLify(body, prior, config)
             for _ in range(warmup):
                 smplify(problem.keypoints, problem.intrinsics, **init)
             result, elapsed = timed(

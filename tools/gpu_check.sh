@@ -14,9 +14,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 "$PYTHON" -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, \
 torch.cuda.get_device_name() if torch.cuda.is_available() else 'NO GPU VISIBLE')"
 echo "== SMPLify, batch 64, full open model =="
-"$PYTHON" tools/bench_smplify.py --device cuda --methods faithful,fast,lm,lm-eager
+"$PYTHON" tools/bench_smplify.py --device cuda
 echo "== SMPLify, batch 512 =="
-"$PYTHON" tools/bench_smplify.py --device cuda --batch 512 --methods fast,lm,lm-eager \
+"$PYTHON" tools/bench_smplify.py --device cuda --batch 512 --methods fast,lm,anchored \
     --inits "noisy truth"
 echo "== training step, regression-only vs in-loop =="
 "$PYTHON" tools/bench_train.py --steps 20 --warmup 5 device=cuda

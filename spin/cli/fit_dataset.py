@@ -22,6 +22,7 @@ from spin.fitting.fit_dataset import (
     fit_dataset,
     parse_init,
 )
+from spin.fitting.smplify import SMPLIFY_MODES
 
 DEFAULTS = FitDatasetConfig()
 HELP_WIDTH = 88
@@ -70,12 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--mode",
-        choices=("faithful", "fast", "lm"),
+        choices=SMPLIFY_MODES,
         default=DEFAULTS.mode,
         help="SMPLify mode: 'faithful' is SPIN's schedule (100 + 100 Adam steps) posing the "
         "whole mesh, 'fast' the same schedule on the joints only (same fits, much faster), "
-        "'lm' the same objective by Levenberg-Marquardt (converges further; best from the "
-        "mean pose) (default: %(default)s)",
+        "'lm' the same objective by Levenberg-Marquardt, 'anchored' Levenberg-Marquardt with "
+        "terms that keep the fit near a regressor's start; from the mean pose 'lm' and "
+        "'anchored' try four headings (default: %(default)s)",
     )
     parser.add_argument(
         "--body-model",

@@ -61,7 +61,14 @@ from spin.body import load_body_model
 from spin.body.joint_conventions import SPIN_49
 from spin.data.augment import BOX_SIZE_PER_SCALE
 from spin.data.formats import NUM_GT_JOINTS, NUM_OPENPOSE_JOINTS, sample_axis_check
-from spin.fitting.smplify import IGNORED_JOINTS, SMPLify, SMPLifyConfig, StageConfig
+from spin.fitting.smplify import (
+    IGNORED_JOINTS,
+    SMPLIFY_MODES,
+    SMPLify,
+    SMPLifyConfig,
+    StageConfig,
+    mean_start_config,
+)
 from spin.geometry import CROP_SIZE, FOCAL_LENGTH, crop_intrinsics, estimate_translation
 from spin.npz import NpzError, read_npz
 
@@ -157,8 +164,10 @@ class FitDatasetConfig:
     """Everything a dataset fit's numbers depend on (hashed into every shard).
 
     Attributes:
-        mode: SMPLify mode: ``"faithful"`` (SPIN's schedule on the whole mesh), ``"fast"``
-            (the same schedule on the joints only: same fits, faster) or ``"lm"``.
+        mode: SMPLify mode (:class:`~spin.fitting.smplify.SMPLifyConfig`): ``"faithful"``
+            (SPIN's schedule on the whole mesh), ``"fast"`` (the same schedule on the joints
+            only: same fits, faster), ``"lm"`` or ``"anchored"`` (Levenberg-Marquardt; from
+            the mean pose both try four headings).
         stages: explicit SMPLify stages; empty means ``mode``'s default schedule.
         body_model: ``load_body_model`` name or path.
         prior: ``load_pose_prior`` name or path.
@@ -172,7 +181,7 @@ class FitDatasetConfig:
         device: torch device of the fits; never defaults to CUDA.
     """
 
-    mode: str = "fast"
+    mode: str = "anchored"
     stages: tuple[StageConfig, ...] = ()
     body_model: str = "open"
     prior: str = "open"
@@ -185,8 +194,10 @@ class FitDatasetConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.mode not in ("faithful", "fast", "lm"):
-            raise FitDatasetError(f"mode must be 'faithful', 'fast' or 'lm', got {self.mode!r}")
+        if self.mode not in SMPLIFY_MODES:
+            raise FitDatasetError(
+                f"mode must be one of {', '.join(map(repr, SMPLIFY_MODES))}, got {self.mode!r}"
+            )
         for name in ("shard_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise FitDatasetError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -195,7 +206,10 @@ class FitDatasetConfig:
         parse_init(self.init)
 
     def smplify_config(self) -> SMPLifyConfig:
-        return SMPLifyConfig(mode=self.mode, stages=tuple(self.stages))
+        """SMPLify's settings; from the mean pose, those of
+        :func:`~spin.fitting.smplify.mean_start_config` (several headings, no anchors)."""
+        config = SMPLifyConfig(mode=self.mode, stages=tuple(self.stages))
+        return mean_start_config(config) if parse_init(self.init)[0] == "mean" else config
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -2,7 +2,7 @@
 
 The objective (REFERENCE.md, "SMPLify in the loop") is evaluated per sample; stages are data
 (:class:`StageConfig`: what is optimised, which objective, which optimiser, how long) run by one
-loop. Two schedules ship:
+loop. These modes ship:
 
 - ``mode="faithful"`` (default): SPIN's, exactly. A camera stage (100 Adam steps, lr 1e-2, global
   orientation + camera translation on the torso joints + a depth term) then a body stage (100
@@ -14,8 +14,16 @@ loop. Two schedules ship:
 - ``mode="lm"``: the same objective minimised by batched Levenberg-Marquardt on its residuals
   with analytic Jacobians, dropping samples from the batch as they converge. It reaches lower
   objective values than the 100-step Adam schedule; from a poor start (the mean pose) that means
-  much better fits, from a good start (a regressor's prediction) the stronger pull of SPIN's
-  shape prior towards the mean shape can cost a few millimetres (see ``tools/bench_smplify.py``).
+  much better fits; from a good start (a regressor's prediction) its converged optimum is worse
+  in 3D than where SPIN's truncated Adam stops: the priors pull the converged fit to the mean
+  shape and pose and the pose bends to fit keypoint noise (``tools/bench_smplify.py``).
+- ``mode="anchored"`` (the default of training, the demo and ``spin-fit-dataset``): ``"lm"``
+  on SPIN's objective plus two terms that keep the fit near its start where the keypoints do
+  not decide (:data:`ANCHOR_WEIGHTS`): converged and better in 3D than SPIN's schedule.
+
+Fits that start from the mean pose (``spin-fit-dataset --init mean``, static fits) use
+:func:`mean_start_config`: no anchors, and the start tried at four headings, the lowest
+objective winning (``SMPLifyConfig.headings``).
 
 Everything follows the device and dtype of the body model and the inputs.
 """
@@ -23,7 +31,6 @@ Everything follows the device and dtype of the body model and the inputs.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -37,6 +44,7 @@ from spin.body.layer import BodyModel
 from spin.body.sparse import SparseJointModel
 from spin.fitting import losses
 from spin.geometry.cameras import perspective_projection
+from spin.geometry.rotations import rotmat_to_rotvec, rotvec_to_rotmat
 from spin.geometry.translation import estimate_translation
 
 __all__ = [
@@ -45,6 +53,8 @@ __all__ = [
     "SMPLifyResult",
     "StageConfig",
     "default_stages",
+    "mean_start_config",
+    "turned",
 ]
 
 Variable = Literal["global_orient", "body_pose", "betas", "cam_t"]
@@ -64,11 +74,28 @@ TORSO_JOINTS: tuple[str, ...] = (
     "Right Shoulder",
     "Left Shoulder",
 )
+SMPLIFY_MODES: tuple[str, ...] = ("faithful", "fast", "lm", "anchored")
+"""SMPLify's modes (:class:`SMPLifyConfig`)."""
+
+ANCHOR_WEIGHTS = (200.0, 25.0)
+"""``"anchored"`` mode's weights of ``||body_pose - start||^2`` and ``||betas - start||^2``,
+in the units of the data term (confidence^2 x crop pixels^2): a start off by 0.15-0.25 rad
+per pose value and 0.5-1 per beta (a regressor's errors) weighs about as much as 4 px of
+keypoint noise on a few joints. Chosen on ``tools/bench_smplify.py`` (seeds 0-2): from
+regressor-like starts the fits are ~10 mm PA-MPJPE better than SPIN's Adam schedule, where
+SPIN's objective alone, converged, is ~10 mm worse."""
+
+MEAN_START_HEADINGS = (0.0, 90.0, 180.0, 270.0)
+"""Headings tried by :func:`mean_start_config` (degrees about the body's vertical axis)."""
+
 #: Levenberg-Marquardt: initial damping, factors on rejection / acceptance, and bounds.
 LM_INITIAL_DAMPING = 1e-2
 LM_DAMPING_UP = 4.0
 LM_DAMPING_DOWN = 0.3
 LM_DAMPING_RANGE = (1e-7, 1e7)
+#: On a CPU, iterate only the samples still active (same fits, less arithmetic); elsewhere
+#: every iteration has the whole batch's shapes and converged samples are masked.
+LM_COMPACT_ON_CPU = True
 
 
 @dataclass(frozen=True)
@@ -108,20 +135,23 @@ class StageConfig:
 
 
 def default_stages(mode: str) -> tuple[StageConfig, ...]:
-    """SPIN's schedule (``"faithful"``, ``"fast"``) or the Levenberg-Marquardt one (``"lm"``)."""
+    """SPIN's schedule (``"faithful"``, ``"fast"``) or the Levenberg-Marquardt one (``"lm"``,
+    ``"anchored"``)."""
     if mode in ("faithful", "fast"):
         return (
             StageConfig("camera", "camera", ("global_orient", "cam_t"), 100, "adam", 1e-2),
             StageConfig("body", "body", ("global_orient", "body_pose", "betas"), 100, "adam", 1e-2),
         )
-    if mode == "lm":
+    if mode in ("lm", "anchored"):
         return (
             StageConfig("camera", "camera", ("global_orient", "cam_t"), 10, "lm", tolerance=1e-4),
             StageConfig(
                 "body", "body", ("global_orient", "body_pose", "betas"), 20, "lm", tolerance=1e-4
             ),
         )
-    raise ValueError(f"unknown SMPLify mode {mode!r}; use 'faithful', 'fast' or 'lm'")
+    raise ValueError(
+        f"unknown SMPLify mode {mode!r}; use one of {', '.join(map(repr, SMPLIFY_MODES))}"
+    )
 
 
 @dataclass(frozen=True)
@@ -130,7 +160,9 @@ class SMPLifyConfig:
 
     Attributes:
         mode: ``"faithful"`` (SPIN's Adam schedule, whole mesh), ``"fast"`` (the same schedule
-            on the joints only: same fits, much faster) or ``"lm"`` (Levenberg-Marquardt).
+            on the joints only: same fits, much faster), ``"lm"`` (SPIN's objective by
+            Levenberg-Marquardt) or ``"anchored"`` (Levenberg-Marquardt on SPIN's objective plus
+            terms that keep the fit near its start: the default of training and the demo).
         stages: explicit schedule; empty means ``default_stages(mode)``.
         sparse_joints: evaluate only the joints (exact, much faster than posing the mesh);
             None: False for ``"faithful"``, True otherwise.
@@ -145,7 +177,7 @@ class SMPLifyConfig:
             confidence) or ``"visible"`` (every torso joint with confidence > 0; not SPIN's).
     """
 
-    mode: Literal["faithful", "fast", "lm"] = "faithful"
+    mode: Literal["faithful", "fast", "lm", "anchored"] = "faithful"
     stages: tuple[StageConfig, ...] = ()
     sparse_joints: bool | None = None
     sigma: float = 100.0
@@ -156,14 +188,30 @@ class SMPLifyConfig:
     ignored_joints: tuple[str, ...] = IGNORED_JOINTS
     torso_joints: tuple[str, ...] = TORSO_JOINTS
     torso_rule: Literal["spin", "visible"] = "spin"
-    cuda_graphs: bool = True
+    anchor_pose_weight: float | None = None
+    anchor_betas_weight: float | None = None
+    headings: tuple[float, ...] = ()
+    heading_trial_iterations: int = 5
 
     def __post_init__(self) -> None:
+        if self.mode not in SMPLIFY_MODES:
+            raise ValueError(
+                f"unknown SMPLify mode {self.mode!r}; use one of "
+                f"{', '.join(map(repr, SMPLIFY_MODES))}"
+            )
         if len(self.torso_joints) % 2 or not self.torso_joints:
             raise ValueError(
                 "torso_joints must list OpenPose joints then as many ground-truth joints, got "
                 f"{len(self.torso_joints)} names"
             )
+
+    def resolved_anchor_weights(self) -> tuple[float, float]:
+        """``(pose, betas)`` anchor weights, the mode's where a field is None."""
+        pose, betas = ANCHOR_WEIGHTS if self.mode == "anchored" else (0.0, 0.0)
+        return (
+            pose if self.anchor_pose_weight is None else self.anchor_pose_weight,
+            betas if self.anchor_betas_weight is None else self.anchor_betas_weight,
+        )
 
     def resolved_stages(self) -> tuple[StageConfig, ...]:
         return self.stages or default_stages(self.mode)
@@ -213,9 +261,20 @@ class _Observations:
     torso_weights: Tensor  # (B, T) 0/1: the torso joints that place the camera
     intrinsics: Tensor  # (B, 3, 3)
     initial_cam_t: Tensor  # (B, 3)
+    initial_body_pose: Tensor  # (B, 69): the start, which the anchor terms pull towards
+    initial_betas: Tensor  # (B, NB)
 
     def select(self, index: Tensor) -> _Observations:
         return _Observations(*(getattr(self, f).index_select(0, index) for f in _OBS_FIELDS))
+
+    def repeat(self, times: int) -> _Observations:
+        """The batch ``times`` times over, ``[all samples] * times``."""
+        return _Observations(
+            *(
+                getattr(self, f).repeat(times, *([1] * (getattr(self, f).ndim - 1)))
+                for f in _OBS_FIELDS
+            )
+        )
 
 
 _OBS_FIELDS = (
@@ -225,6 +284,8 @@ _OBS_FIELDS = (
     "torso_weights",
     "intrinsics",
     "initial_cam_t",
+    "initial_body_pose",
+    "initial_betas",
 )
 
 
@@ -252,6 +313,7 @@ class SMPLify:
         )
         self._ignored = [SPIN_49.index(name) for name in self.config.ignored_joints]
         self._torso = [SPIN_49.index(name) for name in self.config.torso_joints]
+        self._anchors = self.config.resolved_anchor_weights()
         half = len(self._torso) // 2
         self._torso_openpose, self._torso_gt = self._torso[:half], self._torso[half:]
 
@@ -285,26 +347,35 @@ class SMPLify:
         observations, valid = self._observations(keypoints, intrinsics, convention)
         pose = _or_zeros(init_pose_rotvecs, (batch, 72), ref).detach()
         betas = _or_zeros(init_betas, (batch, self.body_model.num_betas), ref).detach()
-        if init_cam_t is None:
-            with torch.no_grad():
-                joints = self._joints(
-                    pose, betas, torch.zeros(batch, 3, dtype=ref.dtype, device=ref.device)
-                )
-                init_cam_t = estimate_translation(
-                    joints, observations.keypoints, observations.torso_confidences, intrinsics
-                )
-        variables = {
-            "global_orient": pose[:, :3].clone(),
-            "body_pose": pose[:, 3:].clone(),
-            "betas": betas.clone(),
-            "cam_t": init_cam_t.detach().to(ref.dtype).clone(),
-        }
-        observations = replace(observations, initial_cam_t=variables["cam_t"].clone())
-
+        if init_cam_t is not None:
+            init_cam_t = init_cam_t.detach().to(ref.dtype)
+        stages = self.config.resolved_stages()
         history = {}
-        for stage in self.config.resolved_stages():
-            run = {"adam": self._run_adam, "lbfgs": self._run_lbfgs, "lm": self._run_lm}
-            history[stage.name] = run[stage.optimizer](stage, variables, observations)
+        headings = self.config.headings
+        if headings:
+            # Every start turned to each heading, side by side; the trial schedule runs on all
+            # of them and the lowest body objective wins; the rest of the schedule runs on it.
+            trial, stages = _split_schedule(stages, self.config.heading_trial_iterations)
+            turns = len(headings)
+            pose = turned(pose, headings)  # (H * B, 72), heading-major
+            variables, observations = self._start(
+                pose,
+                betas.repeat(turns, 1),
+                None if init_cam_t is None else init_cam_t.repeat(turns, 1),
+                observations.repeat(turns),
+            )
+            history = self._run_stages(trial, variables, observations, "trial ")
+            with torch.no_grad():
+                total = self._body_terms(variables, observations)["total"]
+            total = torch.where(torch.isfinite(total), total, torch.full_like(total, math.inf))
+            best = total.view(turns, batch).argmin(dim=0) * batch + torch.arange(
+                batch, device=ref.device
+            )
+            variables = {k: v.index_select(0, best) for k, v in variables.items()}
+            observations = observations.select(best)
+        else:
+            variables, observations = self._start(pose, betas, init_cam_t, observations)
+        history.update(self._run_stages(stages, variables, observations))
 
         with torch.no_grad():
             terms = self._body_terms(variables, observations)
@@ -328,6 +399,45 @@ class SMPLify:
             vertices=vertices,
             joints=joints,
         )
+
+    def _start(
+        self, pose: Tensor, betas: Tensor, cam_t: Tensor | None, observations: _Observations
+    ) -> tuple[dict[str, Tensor], _Observations]:
+        """The fit's variables at the start (``cam_t`` estimated from the initial joints when
+        None) and the observations that remember the start."""
+        if cam_t is None:
+            with torch.no_grad():
+                joints = self._joints(pose, betas, torch.zeros_like(pose[:, :3]))
+                cam_t = estimate_translation(
+                    joints,
+                    observations.keypoints,
+                    observations.torso_confidences,
+                    observations.intrinsics,
+                )
+        variables = {
+            "global_orient": pose[:, :3].clone(),
+            "body_pose": pose[:, 3:].clone(),
+            "betas": betas.clone(),
+            "cam_t": cam_t.detach().clone(),
+        }
+        observations = replace(
+            observations,
+            initial_cam_t=variables["cam_t"].clone(),
+            initial_body_pose=variables["body_pose"].clone(),
+            initial_betas=variables["betas"].clone(),
+        )
+        return variables, observations
+
+    def _run_stages(
+        self, stages: Sequence[StageConfig], variables, observations, prefix: str = ""
+    ) -> dict[str, Tensor]:
+        """Run ``stages`` in order, updating ``variables``; the objective history of each."""
+        run = {"adam": self._run_adam, "lbfgs": self._run_lbfgs, "lm": self._run_lm}
+        return {
+            prefix + stage.name: run[stage.optimizer](stage, variables, observations)
+            for stage in stages
+            if stage.iterations > 0 or not prefix
+        }
 
     def reprojection_loss(
         self,
@@ -399,6 +509,12 @@ class SMPLify:
             + cfg.angle_prior_weight * losses.angle_prior(body_pose)
             + cfg.shape_prior_weight * losses.shape_prior(variables["betas"])
         )
+        pose_anchor, betas_anchor = self._anchors
+        if pose_anchor:
+            total = total + pose_anchor * losses.shape_prior(body_pose - obs.initial_body_pose)
+        if betas_anchor:
+            offset = variables["betas"] - obs.initial_betas
+            total = total + betas_anchor * losses.shape_prior(offset)
         return {"total": total, "joint_losses": joint_losses}
 
     def _body_residuals(self, variables, obs) -> Tensor:
@@ -411,9 +527,22 @@ class SMPLify:
                 math.sqrt(0.5 * cfg.pose_prior_weight) * self.pose_prior.residuals(body_pose),
                 math.sqrt(cfg.angle_prior_weight) * losses.angle_prior_residuals(body_pose),
                 math.sqrt(cfg.shape_prior_weight) * variables["betas"],
+                *self._anchor_residuals(variables, obs),
             ],
             dim=1,
         )
+
+    def _anchor_residuals(self, variables, obs) -> list[Tensor]:
+        """Residuals of the anchor terms that are switched on (pose, then betas)."""
+        pose_anchor, betas_anchor = self._anchors
+        residuals = []
+        if pose_anchor:
+            offset = variables["body_pose"] - obs.initial_body_pose
+            residuals.append(math.sqrt(pose_anchor) * offset)
+        if betas_anchor:
+            offset = variables["betas"] - obs.initial_betas
+            residuals.append(math.sqrt(betas_anchor) * offset)
+        return residuals
 
     def _linearize(self, stage, variables, obs) -> tuple[Tensor, Tensor]:
         """Residuals ``(B, R)`` of the stage's objective and their Jacobian ``(B, R, P)`` with
@@ -484,8 +613,18 @@ class SMPLify:
             d_shape[:, :, columns["betas"]] = shape_weight * torch.eye(
                 num_betas, dtype=pose.dtype, device=pose.device
             )
-            r = torch.cat([r_reproj, r_prior, r_angle, r_shape], dim=1)
-            jac = torch.cat([d_reproj, d_prior, d_angle, d_shape], dim=1)
+            r = [r_reproj, r_prior, r_angle, r_shape]
+            jac = [d_reproj, d_prior, d_angle, d_shape]
+            for name, weight in zip(("body_pose", "betas"), self._anchors, strict=True):
+                if weight:
+                    size = variables[name].shape[1]
+                    d_anchor = pose.new_zeros(batch, size, num_params)
+                    d_anchor[:, :, columns[name]] = math.sqrt(weight) * torch.eye(
+                        size, dtype=pose.dtype, device=pose.device
+                    )
+                    jac.append(d_anchor)
+            r = torch.cat([*r, *self._anchor_residuals(variables, obs)], dim=1)
+            jac = torch.cat(jac, dim=1)
         keep = torch.cat(
             [torch.arange(num_params, device=pose.device)[columns[n]] for n in stage.optimize]
         )
@@ -552,8 +691,8 @@ class SMPLify:
         Every iteration has the same shapes: a sample that converged (or whose damping reached
         its bound) is frozen by a mask, not removed, so nothing waits for the device. On a CPU
         the iteration runs on the samples still active (less arithmetic, and reading the mask
-        costs nothing there); on CUDA it runs on the whole batch and, with
-        ``SMPLifyConfig.cuda_graphs``, is captured once as a CUDA graph and replayed.
+        costs nothing there); on CUDA it runs on the whole batch, host and device never wait
+        for each other.
         """
         objective = self._objective(stage)
         names = list(stage.optimize)
@@ -597,10 +736,8 @@ class SMPLify:
                 active=torch.ones_like(loss, dtype=torch.bool),
             )
             history = [loss.mean()]
-            if x.device.type == "cpu":
+            if x.device.type == "cpu" and LM_COMPACT_ON_CPU:
                 state = _lm_compacted(iterate, state, variables, obs, stage.iterations, history)
-            elif self.config.cuda_graphs and stage.iterations > 1:
-                state = _lm_cuda_graph(iterate, state, variables, obs, stage.iterations, history)
             else:
                 for _ in range(stage.iterations):
                     state = iterate(state, variables, obs)
@@ -634,7 +771,9 @@ class SMPLify:
             torso_confidences=torso_conf,
             torso_weights=torso_weights,
             intrinsics=intrinsics.to(ref.dtype),
-            initial_cam_t=torch.zeros(keypoints.shape[0], 3, dtype=ref.dtype, device=ref.device),
+            initial_cam_t=ref.new_zeros(keypoints.shape[0], 3),
+            initial_body_pose=ref.new_zeros(keypoints.shape[0], 69),
+            initial_betas=ref.new_zeros(keypoints.shape[0], self.body_model.num_betas),
         )
         return observations, valid
 
@@ -690,35 +829,44 @@ def _lm_compacted(iterate, state, variables, obs, iterations, history) -> _LMSta
     return state
 
 
-def _lm_cuda_graph(iterate, state, variables, obs, iterations, history) -> _LMState:
-    """Run ``iterations`` LM iterations on CUDA: the first eagerly (on a side stream, which
-    also warms up the libraries), the others as replays of one captured CUDA graph. Falls back
-    to eager iterations, with a warning, if the capture fails."""
-    side = torch.cuda.Stream(device=state.x.device)
-    side.wait_stream(torch.cuda.current_stream(state.x.device))
-    with torch.cuda.stream(side):
-        state = iterate(state, variables, obs)
-    torch.cuda.current_stream(state.x.device).wait_stream(side)
-    history.append(state.loss.mean())
-    static = _LMState(*(getattr(state, f).clone() for f in _LM_FIELDS))
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with torch.cuda.graph(graph):
-            result = iterate(static, variables, obs)
-            for f in _LM_FIELDS:
-                getattr(static, f).copy_(getattr(result, f))
-    except RuntimeError as error:  # an op that cannot be captured: stay correct, eagerly
-        warnings.warn(
-            f"SMPLify: CUDA graph capture failed ({error}); iterating eagerly", stacklevel=2
-        )
-        for _ in range(iterations - 1):
-            state = iterate(state, variables, obs)
-            history.append(state.loss.mean())
-        return state
-    for _ in range(iterations - 1):
-        graph.replay()
-        history.append(static.loss.mean())
-    return static
+def mean_start_config(config: SMPLifyConfig) -> SMPLifyConfig:
+    """``config`` for fits that start from the mean pose: no anchor terms (they would pull
+    the fit back to the mean pose) and, for the Levenberg-Marquardt modes, the start tried at
+    :data:`MEAN_START_HEADINGS` unless ``config.headings`` says otherwise."""
+    headings = config.headings
+    if not headings and config.mode in ("lm", "anchored"):
+        headings = MEAN_START_HEADINGS
+    return replace(config, anchor_pose_weight=0.0, anchor_betas_weight=0.0, headings=headings)
+
+
+def turned(pose_rotvecs: Tensor, headings_deg: Sequence[float]) -> Tensor:
+    """``(H * B, 72)``: the poses ``(B, 72)`` with the body turned about its own vertical axis
+    (SMPL's y) by each of the H angles in degrees, heading-major (all samples at the first
+    heading, then all at the second, ...)."""
+    batch = pose_rotvecs.shape[0]
+    angles = torch.deg2rad(pose_rotvecs.new_tensor(list(headings_deg)))
+    yaw = torch.zeros(len(headings_deg), 3, dtype=pose_rotvecs.dtype, device=pose_rotvecs.device)
+    yaw[:, 1] = angles
+    orientation = rotvec_to_rotmat(pose_rotvecs[:, :3])  # (B, 3, 3)
+    turned_orientation = orientation[None] @ rotvec_to_rotmat(yaw)[:, None]  # (H, B, 3, 3)
+    result = pose_rotvecs.repeat(len(headings_deg), 1)
+    result[:, :3] = rotmat_to_rotvec(turned_orientation.reshape(-1, 3, 3))
+    return result.reshape(len(headings_deg) * batch, 72)
+
+
+def _split_schedule(
+    stages: Sequence[StageConfig], trial_iterations: int
+) -> tuple[tuple[StageConfig, ...], tuple[StageConfig, ...]]:
+    """The heading trial (every stage up to the first body stage, which stops after
+    ``trial_iterations``) and the rest (that body stage's remaining iterations, then the
+    later stages)."""
+    for position, stage in enumerate(stages):
+        if stage.objective == "body":
+            done = min(trial_iterations, stage.iterations)
+            trial = (*stages[:position], replace(stage, iterations=done))
+            rest = (replace(stage, iterations=stage.iterations - done), *stages[position + 1 :])
+            return trial, rest
+    return tuple(stages), ()
 
 
 def _residuals_and_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:

@@ -196,7 +196,7 @@ def test_output_has_the_documented_datasets(uninterrupted):
         assert f["imgname"].asstr()[3] == "images/003.jpg"
         attrs = dict(f.attrs)
     assert attrs["frame"] == "crop 224, f=5000"
-    assert attrs["mode"] == "fast" and attrs["body_model"] == "open-lite"
+    assert attrs["mode"] == "anchored" and attrs["body_model"] == "open-lite"
     assert '"shard_size": 4' in attrs["config"]
     assert Path(attrs["source"]).name == "tiny.npz"
     assert attrs["created"] and attrs["spin_hmr_version"]
