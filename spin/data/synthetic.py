@@ -45,6 +45,7 @@ bytes on the same machine.
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import json
 import logging
 import time
@@ -76,6 +77,7 @@ __all__ = [
     "detector_keypoints",
     "generate_synthetic",
     "has_3d_flags",
+    "hidden_parameters",
     "image_background",
     "joint_occlusion",
     "list_background_images",
@@ -832,6 +834,27 @@ def _sample_person(rng: np.random.Generator, config: SyntheticConfig) -> _Sample
 
 def _sample_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+
+
+def hidden_parameters(out_dir: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """The SMPL pose ``(N, 72)`` (camera-frame orientation) and betas ``(N, 10)`` of every
+    sample of a generated split, 2D-only samples included: the ground truth that the
+    dataset hides, for measuring what a method recovers of it (e.g. the fits that
+    supervise training). Re-drawn from the split's seed and config (``<split>_config.json``),
+    without rendering; a sample's pose and betas are its generator's first draws.
+    """
+    info_path = Path(out_dir) / f"{split}_config.json"
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{info_path}: not a synthetic split's config ({error})") from None
+    fields = {f.name for f in dataclasses.fields(SyntheticConfig)}
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in info["config"].items()}
+    config = SyntheticConfig(**{k: v for k, v in settings.items() if k in fields})
+    samples = [
+        _sample_person(_sample_rng(int(info["split_seed"]), i), config) for i in range(info["num"])
+    ]
+    return np.stack([s.pose for s in samples]), np.stack([s.betas for s in samples])
 
 
 @dataclass
