@@ -243,8 +243,11 @@ _RESNETS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, ...]]]
     "resnet50": (Bottleneck, (3, 4, 6, 3)),
 }
 
+_BLAZEPOSE = {"blazepose_lite": "lite", "blazepose_full": "full", "blazepose_heavy": "heavy"}
+"""MediaPipe's pose-pretrained BlazePose encoders (:mod:`spin.regressor.blazepose`)."""
+
 #: Names :class:`BackboneConfig` accepts.
-BACKBONE_NAMES: tuple[str, ...] = (*_RESNETS, "tiny", "mlp")
+BACKBONE_NAMES: tuple[str, ...] = (*_RESNETS, "tiny", "mlp", *_BLAZEPOSE)
 
 MLP_WIDTH = 1024
 """Width of :class:`KeypointMLP`'s hidden layers (its feature size)."""
@@ -284,10 +287,13 @@ class BackboneConfig:
     """Which image encoder to build.
 
     Attributes:
-        name: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"tiny"`` (:class:`TinyCNN`)
-            or ``"mlp"`` (:class:`KeypointMLP`, for vector inputs such as ``keypoints``).
+        name: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"tiny"`` (:class:`TinyCNN`),
+            ``"mlp"`` (:class:`KeypointMLP`, for vector inputs such as ``keypoints``) or
+            ``"blazepose_lite"``/``"blazepose_full"``/``"blazepose_heavy"`` (MediaPipe's
+            pose-pretrained encoders, :mod:`spin.regressor.blazepose`).
         weights: path to a torchvision ImageNet checkpoint of the same ResNet (e.g.
-            ``resnet50-0676ba61.pth``), or None for a random initialisation.
+            ``resnet50-0676ba61.pth``), or None for a random initialisation. For BlazePose:
+            a ``pose_landmark_*.tflite`` file, or None for the installed MediaPipe's.
         in_channels: input channels; 3 for RGB.
     """
 
@@ -315,6 +321,10 @@ def build_backbone(config: BackboneConfig) -> tuple[nn.Module, int]:
     Returns:
         The module (images ``(B, C, H, W)`` to features ``(B, F)``) and ``F``.
     """
+    if config.name in _BLAZEPOSE:
+        from spin.regressor.blazepose import build_blazepose_backbone
+
+        return build_blazepose_backbone(_BLAZEPOSE[config.name], config.in_channels, config.weights)
     if config.name == "tiny":
         module: nn.Module = TinyCNN(config.in_channels)
     elif config.name == "mlp":
