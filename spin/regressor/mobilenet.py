@@ -55,6 +55,7 @@ __all__ = [
     "MobileNetV2",
     "build_mobilenet_v2",
     "imagenet_state_dict",
+    "is_tonylins_layout",
     "load_mobilenet_v2_weights",
     "load_mobilenet_v2_state",
     "tonylins_to_torchvision",
