@@ -20,6 +20,7 @@ from spin.data.synthetic import (
     detector_keypoints,
     generate_synthetic,
     has_3d_flags,
+    hidden_parameters,
     image_background,
     joint_occlusion,
     procedural_background,
@@ -375,3 +376,21 @@ def test_config_is_validated():
         SyntheticConfig(person_size=(0.9, 0.4))
     with pytest.raises(ValueError, match="num"):
         generate_synthetic(CONFIG, 0, "unused")
+
+
+def test_hidden_parameters_are_the_samples_truth(dataset, tmp_path):
+    out, _, arrays = dataset
+    has_3d = arrays["has_smpl"] > 0
+    pose, betas = hidden_parameters(out, "train")
+    assert pose.shape == (NUM, 72) and betas.shape == (NUM, 10)
+    # Where the file keeps the labels they are the same numbers; the others are hidden (zero).
+    np.testing.assert_array_equal(pose[has_3d], arrays["pose"][has_3d])
+    np.testing.assert_array_equal(betas[has_3d], arrays["shape"][has_3d])
+    assert not has_3d.all() and np.abs(pose[~has_3d]).sum() > 0
+    # The same split made with every label kept has them all.
+    full = generate_synthetic(replace(CONFIG, fraction_3d=1.0), NUM, tmp_path, progress=False)
+    with np.load(full) as npz:
+        np.testing.assert_array_equal(pose, npz["pose"])
+        np.testing.assert_array_equal(betas, npz["shape"])
+    with pytest.raises(ValueError, match="not a synthetic split"):
+        hidden_parameters(tmp_path, "test")
