@@ -250,7 +250,7 @@ def main(argv=None) -> int:
             fit_errors = errors_mm(body, result.pose_rotvecs, result.betas, problem)
             reprojection = float(result.reprojection_loss.mean())
             rows.append(
-                (init_name, method, elapsed, args.batch / elapsed, reprojection, *fit_errors)
+                (init_name, method, elapsed, cpu, args.batch / elapsed, reprojection, *fit_errors)
             )
     header = (
         f"{'init':<14} {'method':<15} {'s/batch':>8} {'CPU s':>7} {'fits/s':>8} {'reproj':>9} "
