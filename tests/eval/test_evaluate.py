@@ -23,11 +23,11 @@ from spin.eval.evaluate import (
     BodyModelMismatchError,
     evaluate,
     format_table,
-    load_regressor,
     save_figure,
     save_json,
 )
 from spin.eval.protocols import get_protocol
+from spin.predict import load_predictor
 from spin.regressor.hmr import build_hmr
 from spin.train.checkpoint import load_checkpoint, save_checkpoint
 from spin.train.config import TrainConfig
@@ -193,7 +193,7 @@ def test_mean_pose_reference_matches_a_hand_computation(checkpoint, synthetic_np
         progress=False,
         mean_pose=True,
     )
-    model = load_regressor(checkpoint).model
+    model = load_predictor(checkpoint).model
     body = load_body_model("open-lite")
     arrays = np.load(synthetic_npz)
     with torch.no_grad():
@@ -303,11 +303,11 @@ def test_a_mismatching_body_model_is_refused(checkpoint, synthetic_npz):
     path = Path(checkpoint).parent / "SMPL_NEUTRAL.npz"
     save_body_model_data(dataclasses.replace(smpl_like, name="SMPL_NEUTRAL"), path)
     with pytest.raises(BodyModelMismatchError, match="--body-model .*SMPL_NEUTRAL.npz"):
-        load_regressor(checkpoint, body_model=str(path))
+        load_predictor(checkpoint, body_model=str(path))
 
 
 def test_the_same_kind_of_body_model_is_accepted(checkpoint, synthetic_npz):
-    loaded = load_regressor(checkpoint, body_model="open")
+    loaded = load_predictor(checkpoint, body_model="open")
     assert loaded.body_model.name == "open" and loaded.trained_with == "open-lite"
     report = evaluate(
         checkpoint,
