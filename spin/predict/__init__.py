@@ -17,8 +17,9 @@ Example::
     inputs = predictor.input_for_person(center, side, image=photo, keypoints=kp,
                                         convention="mediapipe33")
     prediction = predictor.predict(inputs)      # pose, betas, crop camera
-    refined = predictor.refine(prediction, keypoints_in_crop(kp, "mediapipe33", center,
-                                                             side, predictor.img_size))
+    refined = predictor.refine(
+        prediction, predictor.crop_keypoints(kp, "mediapipe33", center, side)
+    )
 """
 
 from spin.predict.checkpoint import CheckpointContents, read_checkpoint

@@ -36,7 +36,12 @@ from spin.data.spin_dataset import SpinDataset
 from spin.fitting.priors import load_pose_prior
 from spin.fitting.smplify import SMPLify, SMPLifyConfig
 from spin.predict.checkpoint import read_checkpoint
-from spin.predict.inputs import InputConfig, InputUnavailableError, make_input
+from spin.predict.inputs import (
+    InputConfig,
+    InputUnavailableError,
+    keypoints_in_crop,
+    make_input,
+)
 from spin.predict.refine import Refinement, refine_in_crop
 from spin.regressor.hmr import HMR, HMRConfig, HMROutput, build_hmr, predict_body
 
@@ -193,6 +198,15 @@ class Predictor:
             make_input(self.config.input, center, side, image, keypoints, convention)
         )
 
+    def crop_keypoints(self, keypoints: np.ndarray, convention: str, center, side: float) -> Tensor:
+        """``(1, 49, 3)``: a person's ``(J, 3)`` 2D keypoints (pixels + confidence, in
+        ``convention``) as SPIN-49 keypoints in normalised coordinates of the crop of ``side``
+        px about ``center`` (2,), on the body model's device and dtype: what
+        :meth:`refine` fits to."""
+        crop = keypoints_in_crop(keypoints, convention, center, side, self.img_size)
+        ref = self.body_model.v_template
+        return torch.as_tensor(crop, dtype=ref.dtype, device=ref.device)[None]
+
     def input_from_batch(self, batch: Mapping) -> Tensor:
         """``(B, C, S, S)``: a dataset batch's network inputs (``batch["img"]``, made by
         :meth:`dataset` or a dataset with the same input settings) on the model's device
@@ -230,9 +244,10 @@ class Predictor:
         """
         if self.representation == "part_segmentation" and part_maps is None:
             raise InputUnavailableError(
-                "the regressor takes part_segmentation inputs (one-hot body-part maps), which "
-                "cannot be made from the images (no segmenter): give the dataset's folder of "
-                "part maps (spin-eval --part-maps FOLDER; synthetic data: OUT_DIR/parts)"
+                f"dataset {npz_path}: the regressor takes part_segmentation inputs (one-hot "
+                "body-part maps), which cannot be made from the images (no segmenter): give "
+                "the folder of the dataset's part maps (spin-eval --part-maps FOLDER; a "
+                "config's dataset entry: part_maps; synthetic data: OUT_DIR/parts)"
             )
         settings = self.config.input
         return SpinDataset(
@@ -284,8 +299,8 @@ class Predictor:
         Args:
             prediction: the regressor's output for B crops.
             keypoints: ``(B, 49, 3)`` SPIN-49 keypoints in normalised crop coordinates with
-                confidences (a dataset batch's ``keypoints``, or
-                :func:`~spin.predict.inputs.keypoints_in_crop` of a photo's).
+                confidences (a dataset batch's ``keypoints``, or :meth:`crop_keypoints` of a
+                photo's).
             smplify: a fitter (reuse one over many batches), a schedule, or None for the
                 run's schedule.
 
@@ -337,7 +352,7 @@ def load_predictor(
     checkpoint: str | os.PathLike, body_model: str | None = None, device: str = "cpu"
 ) -> Predictor:
     """Rebuild a checkpoint's regressor, body model and input rules from the config saved in
-    it, whatever its input representation.
+    it, whatever its input representation. The caller's torch RNG is left as it was.
 
     Args:
         checkpoint: a ``checkpoint.pt`` written by ``spin-train``.
@@ -389,7 +404,8 @@ def load_predictor(
     hmr_config = replace(
         config.hmr, backbone=replace(config.hmr.backbone, weights=None), mean_params=None
     )
-    model = build_hmr(hmr_config, body)
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
+        model = build_hmr(hmr_config, body)
     try:
         model.load_state_dict(contents.model)
     except RuntimeError as error:
