@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="a spin-train checkpoint.pt whose regressor gives the initial body (its crop "
-        "camera is moved to the full-frame camera); default: start from the mean pose",
+        "camera is moved to the full-frame camera): trained on RGB crops, or on keypoints / "
+        "keypoint_heatmaps inputs, which are made from the detected (or given) keypoints; "
+        "part-map checkpoints are refused (no segmenter); default: start from the mean pose",
     )
     parser.add_argument(
         "--bbox",

@@ -37,6 +37,11 @@ DESCRIPTION = (
     "synthetic = the checkpoint's synthetic test split, exact ground truth, PVE. A path to "
     "any SPIN-format .npz evaluates that file (its SMPL parameters, posed with the "
     "checkpoint's body model, or its S_h36m joints).",
+    "Any input representation the checkpoint was trained on: RGB crops; keypoints or "
+    "keypoint_heatmaps made from the file's 2D keypoints exactly as in training (the "
+    "OpenPose block where a sample has a confident point, else its ground-truth 2D joints; "
+    "samples with neither are left out and counted); part_segmentation from the file's part "
+    "maps (--part-maps). The header says which.",
     "Predictions are posed with the body model the checkpoint was trained with. A checkpoint "
     "of the open body model can be scored on 3DPW/H36M, but its joints are not SMPL's: the "
     "report marks such numbers as indicative. The first lines of every report state the "
@@ -142,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(open vs SMPL) is refused (default: the checkpoint's)",
     )
     parser.add_argument(
+        "--part-maps",
+        type=Path,
+        default=None,
+        metavar="FOLDER",
+        help="the file's part maps (<imgname>.png or <stem>.png label images), for a checkpoint "
+        "trained on part_segmentation inputs: there is no segmenter to make them from the "
+        "images (synthetic data: its OUT_DIR/parts)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=DEFAULT_BATCH_SIZE,
@@ -227,6 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             smpl_dir=args.smpl_dir,
             num_workers=args.workers,
             mean_pose=args.baseline == "mean-pose",
+            part_maps=args.part_maps,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"spin-eval: {error}", file=sys.stderr)

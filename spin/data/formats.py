@@ -58,6 +58,12 @@ sometimes lack ``openpose``; this package's writers always store it.
 
 Strings are fixed-width unicode arrays, never object arrays, so files load with
 ``allow_pickle=False``. Other keys are allowed and left alone.
+
+One validator, :func:`validate_spin_npz`, checks all of the above. Its :class:`FormatRules`
+say what a reader may let pass because it deals with it itself: the defaults are the format
+(what :func:`save_spin_npz` writes and :func:`load_spin_npz` reads);
+:data:`spin.data.spin_dataset.DATASET_RULES` relaxes the three things
+:class:`~spin.data.spin_dataset.SpinDataset` handles per sample or checks more strictly.
 """
 
 from __future__ import annotations
@@ -76,7 +82,9 @@ from spin.npz import declared_arrays, read_npz
 __all__ = [
     "BOX_SCALE_FACTOR",
     "BOX_UNIT",
+    "FORMAT_RULES",
     "Conversion",
+    "FormatRules",
     "GENDER_CODES",
     "KeySpec",
     "NUM_GT_JOINTS",
@@ -155,6 +163,35 @@ class SpinNpzError(ValueError):
     """Arrays that do not follow the SPIN ``.npz`` format (the message lists every problem)."""
 
 
+@dataclass(frozen=True)
+class FormatRules:
+    """What :func:`validate_spin_npz` lets pass. The defaults are the format itself; a reader
+    relaxes a rule only for what it handles itself (say which and why where it does).
+
+    Attributes:
+        keypoints_required: ``part`` and ``openpose`` must be present. SPIN's own files do
+            without them (its 3DPW test file has no ``part``, many have no ``openpose``); a
+            reader that reads a missing block as keypoints of zero confidence relaxes this.
+        sample_values: every float is finite and every ``scale`` positive. These are
+            problems of single samples: a reader that drops non-finite labels and skips
+            unusable boxes per sample (counted and reported) relaxes this, so one bad sample
+            does not refuse a whole file. Shapes, kinds, flags and relations still hold.
+        relative_imgname: ``imgname`` entries are relative paths. A reader that checks
+            every path against its image folder (``../`` too, with an explicit opt-out)
+            relaxes this in favour of its own check.
+    """
+
+    keypoints_required: bool = True
+    sample_values: bool = True
+    relative_imgname: bool = True
+
+
+FORMAT_RULES = FormatRules()
+"""The format as documented: what writers must produce."""
+
+_KEYPOINT_KEYS = ("part", "openpose")
+
+
 def _kind_problem(key: str, array: np.ndarray, kind: str) -> str | None:
     if array.dtype.kind in _KINDS[kind]:
         return None
@@ -175,20 +212,23 @@ def _shape_problem(key: str, array: np.ndarray, shape: tuple[str | int, ...], n:
 
 
 def _flag_problem(key: str, values: np.ndarray) -> str | None:
+    """0/1 flags; non-finite values are left to the finiteness rule."""
     values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
     off = np.minimum(np.abs(values), np.abs(values - 1.0)) > _FLAG_TOLERANCE
     if off.any():
         return f"{key}: expected 0/1 values, found {np.unique(values[off])[:5].tolist()}"
     return None
 
 
-def _value_problems(arrays: Mapping[str, np.ndarray]) -> list[str]:
+def _value_problems(arrays: Mapping[str, np.ndarray], rules: FormatRules) -> list[str]:
     problems = []
-    for key, array in arrays.items():
-        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-            problems.append(f"{key}: has NaN or infinite values")
-    if "scale" in arrays and np.any(arrays["scale"] <= 0):
-        problems.append("scale: box scales must be positive")
+    if rules.sample_values:
+        for key, array in arrays.items():
+            if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+                problems.append(f"{key}: has NaN or infinite values")
+        if "scale" in arrays and np.any(arrays["scale"] <= 0):
+            problems.append("scale: box scales must be positive")
     if "part" in arrays:
         problems.append(_flag_problem("part[..., 2] (visibility)", arrays["part"][..., 2]))
     if "openpose" in arrays and np.any(arrays["openpose"][..., 2] < 0):
@@ -201,7 +241,7 @@ def _value_problems(arrays: Mapping[str, np.ndarray]) -> list[str]:
         bad = sorted(set(np.unique(arrays["gender"]).tolist()) - set(GENDER_CODES))
         if bad:
             problems.append(f"gender: expected values in {GENDER_CODES}, found {bad}")
-    if "imgname" in arrays:
+    if "imgname" in arrays and rules.relative_imgname:
         absolute = [name for name in arrays["imgname"][:1000] if os.path.isabs(name)]
         if absolute:
             problems.append(
@@ -209,6 +249,7 @@ def _value_problems(arrays: Mapping[str, np.ndarray]) -> list[str]:
             )
     if "intrinsics" in arrays:
         last_row = arrays["intrinsics"][:, 2, :]
+        last_row = last_row[np.isfinite(last_row).all(axis=-1)]  # others: the finiteness rule
         if not np.allclose(last_row, [0.0, 0.0, 1.0]):
             problems.append("intrinsics: the last row of each matrix must be [0, 0, 1]")
     return [p for p in problems if p is not None]
@@ -228,11 +269,12 @@ def _relation_problems(arrays: Mapping[str, np.ndarray]) -> list[str]:
     return problems
 
 
-def validate_spin_npz(arrays: Mapping[str, object]) -> list[str]:
+def validate_spin_npz(arrays: Mapping[str, object], rules: FormatRules = FORMAT_RULES) -> list[str]:
     """Every way ``arrays`` breaks the format of this module; empty when it is valid.
 
     Args:
         arrays: key -> array-like, e.g. ``dict(np.load(path))`` or a converter's output.
+        rules: what may pass (:class:`FormatRules`); the default is the format itself.
 
     Returns:
         Human-readable problems, one per line, each naming its key.
@@ -241,7 +283,7 @@ def validate_spin_npz(arrays: Mapping[str, object]) -> list[str]:
     problems = [
         f"missing required key {key!r} ({spec.description}, shape {spec.shape})"
         for key, spec in REQUIRED_KEYS.items()
-        if key not in arrays
+        if key not in arrays and (rules.keypoints_required or key not in _KEYPOINT_KEYS)
     ]
     if "imgname" in arrays and arrays["imgname"].ndim == 1:
         n = arrays["imgname"].shape[0]
@@ -263,7 +305,7 @@ def validate_spin_npz(arrays: Mapping[str, object]) -> list[str]:
         problems.extend(found)
         if not found:
             well_formed[key] = arrays[key]
-    problems.extend(_value_problems(well_formed))
+    problems.extend(_value_problems(well_formed, rules))
     problems.extend(_relation_problems(arrays))
     return problems
 
@@ -317,16 +359,50 @@ def sample_axis_check(path: str | os.PathLike):
     return check
 
 
-def load_spin_npz(path: str | os.PathLike, validate: bool = True) -> dict[str, np.ndarray]:
+def _typed(key: str, array: np.ndarray) -> np.ndarray:
+    """An unpickled object array as the typed array its key's spec calls for."""
+    if array.dtype.kind != "O":
+        return array
+    kind = {**REQUIRED_KEYS, **OPTIONAL_KEYS}[key].kind
+    try:
+        return array.astype(str) if kind == "str" else array.astype(np.float64)
+    except (TypeError, ValueError) as error:
+        raise SpinNpzError(
+            f"key {key!r}: an object array that is not {kind} values ({error})"
+        ) from None
+
+
+def load_spin_npz(
+    path: str | os.PathLike,
+    validate: bool = True,
+    rules: FormatRules = FORMAT_RULES,
+    allow_pickle: bool = False,
+) -> dict[str, np.ndarray]:
     """Read a SPIN ``.npz``'s known keys into a dict (no pickled objects are loaded; each
     key's declared shape is checked before it is read, see :mod:`spin.npz`).
 
+    Args:
+        path: the file.
+        validate: check the arrays with :func:`validate_spin_npz`.
+        rules: what the validation lets pass (:class:`FormatRules`).
+        allow_pickle: for trusted files only: let numpy unpickle object arrays and turn
+            them into the typed arrays the format calls for (strings, floats). Nothing is
+            checked before it is read.
+
     Raises:
         SpinNpzError: ``validate`` is true and the file breaks the format.
+        spin.npz.NpzError: a key's declared shape or size is not the format's
+            (:class:`~spin.npz.NpzObjectArrayError`: an object array, without
+            ``allow_pickle``).
     """
-    arrays = read_npz(path, [*REQUIRED_KEYS, *OPTIONAL_KEYS], check=sample_axis_check(path))
+    keys = [*REQUIRED_KEYS, *OPTIONAL_KEYS]
+    if allow_pickle:
+        with np.load(path, allow_pickle=True) as npz:
+            arrays = {key: _typed(key, npz[key]) for key in keys if key in npz.files}
+    else:
+        arrays = read_npz(path, keys, check=sample_axis_check(path))
     if validate:
-        problems = validate_spin_npz(arrays)
+        problems = validate_spin_npz(arrays, rules)
         if problems:
             raise SpinNpzError(
                 f"{path} breaks the SPIN .npz format:\n  - " + "\n  - ".join(problems)

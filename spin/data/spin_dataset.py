@@ -1,35 +1,28 @@
 """A dataset over SPIN's preprocessed ``.npz`` format plus an image folder.
 
-Per sample (arrays of length N in the ``.npz``):
+The file is read and checked by :func:`spin.data.formats.load_spin_npz`, the one validator
+of the format (keys, shapes, kinds, flags, relations between keys), with
+:data:`DATASET_RULES`: three rules of the format are relaxed because this dataset handles
+what they guard itself:
 
-===============  ============  ==============================================================
-key              shape         meaning
-===============  ============  ==============================================================
-``imgname``      (N,) str      image path relative to the image folder (required)
-``center``       (N, 2)        person box centre in pixels (required)
-``scale``        (N,)          box side / 200 (required)
-``part``         (N, 24, 3)    SPIN's 24 ground-truth joints: x, y (pixels), visibility
-``openpose``     (N, 25, 3)    OpenPose BODY_25 detections: x, y (pixels), confidence
-``S``            (N, 24, 4)    3D ground-truth joints (metres, camera frame) + confidence
-``pose``         (N, 72)       SMPL axis-angle pose, global orientation in the camera frame
-``shape``        (N, 10)       SMPL betas
-``has_smpl``     (N,)          1 where ``pose``/``shape`` are ground truth
-``gender``       (N,) str      'm', 'f', 'n' or empty
-``intrinsics``   (N, 3, 3)     full-image camera (spin-hmr addition)
-``transl``       (N, 3)        SMPL translation in the camera frame (spin-hmr addition)
-===============  ============  ==============================================================
+- ``part`` and ``openpose`` may be absent (SPIN's own files do without them): a missing
+  block reads as keypoints of zero confidence, as SPIN does. Absent ``S``/``pose``/
+  ``shape`` read as zeros, absent ``has_smpl`` as 1 where ``pose`` is present.
+- NaN/inf values and non-positive scales are problems of single samples, dealt with per
+  sample (below) instead of refusing the file.
+- ``imgname`` paths are checked against the image folder instead (``../`` and absolute
+  paths, with ``allow_outside_images``).
 
-Only the first three are required; an absent ``part``/``openpose``/``S``/``pose``
-reads as zeros with zero confidence (as SPIN does). The 49 keypoints of a sample are
-``concat(openpose, part)`` (SPIN-49 order).
+The 49 keypoints of a sample are ``concat(openpose, part)`` (SPIN-49 order).
 
 Errors and bad samples:
 
-- At construction, missing keys, inconsistent lengths or shapes, missing image files
-  and ``imgname`` entries that lead outside the image folder (``../``, absolute
-  paths) raise :class:`DatasetFormatError` naming what is wrong (missing files: the
-  first few and the count). ``allow_missing=True`` turns missing files into load-time
-  skips instead; ``allow_outside_images=True`` accepts paths outside the folder.
+- At construction, a file that breaks the format (with the rules above), missing image
+  files and ``imgname`` entries that lead outside the image folder (``../``, absolute
+  paths) raise :class:`DatasetFormatError` naming what is wrong (every format problem;
+  missing files: the first few and the count). ``allow_missing=True`` turns missing
+  files into load-time skips instead; ``allow_outside_images=True`` accepts paths
+  outside the folder.
 - A sample whose box is not usable (``center``/``scale`` not finite, ``scale <= 0``,
   a box side outside ``[MIN_BOX_PX, MAX_BOX_PX]``, a centre beyond ``MAX_BOX_PX`` of
   the origin, or no visible keypoint within one box side of the centre) is dropped
@@ -64,7 +57,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +79,7 @@ from spin.data.augment import (
     transform_points,
     warp_image,
 )
+from spin.data.formats import FormatRules, SpinNpzError, load_spin_npz
 from spin.data.representations import (
     HEATMAP_SIGMA,
     INPUT_REPRESENTATIONS,
@@ -99,15 +92,16 @@ from spin.data.representations import (
     warp_part_map,
 )
 from spin.geometry.cameras import CROP_SIZE
-from spin.npz import NpzError, NpzObjectArrayError, read_npz
+from spin.npz import NpzError, NpzObjectArrayError
 
 __all__ = [
+    "DATASET_RULES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "DatasetFormatError",
     "SpinDataset",
     "denormalize_image",
-    "validate_annotations",
+    "normalize_image",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -116,23 +110,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 """Per-channel standard deviation of ImageNet RGB images in [0, 1]."""
 
-REQUIRED_KEYS = ("imgname", "center", "scale")
+DATASET_RULES = FormatRules(keypoints_required=False, sample_values=False, relative_imgname=False)
+"""The format's rules as this dataset reads files (the module docstring says why each)."""
 
-#: Trailing shape of each known key (after the sample dimension).
-KEY_SHAPES: dict[str, tuple[int, ...]] = {
-    "imgname": (),
-    "center": (2,),
-    "scale": (),
-    "part": (24, 3),
-    "openpose": (25, 3),
-    "S": (24, 4),
-    "pose": (72,),
-    "shape": (10,),
-    "has_smpl": (),
-    "gender": (),
-    "intrinsics": (3, 3),
-    "transl": (3,),
-}
+NO_PIXEL_NOISE = (1.0, 1.0, 1.0)
+"""The per-channel pixel noise of an un-augmented crop."""
 
 MIN_BOX_PX = 4.0
 """Smallest person box side (pixels) a sample may have; ``scale`` is the side / 200."""
@@ -151,42 +133,6 @@ _UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.Decompressio
 
 class DatasetFormatError(ValueError):
     """A dataset file is malformed or refers to images that do not exist."""
-
-
-def validate_annotations(arrays: Mapping[str, np.ndarray], source: str = "annotations") -> int:
-    """Check a SPIN-format annotation dict: required keys, lengths, shapes, scales.
-
-    Args:
-        arrays: key -> array, as loaded from the ``.npz``.
-        source: what to call the data in error messages (e.g. the file name).
-
-    Returns:
-        The number of samples N.
-
-    Raises:
-        DatasetFormatError: naming the key (and sample) that is wrong.
-    """
-    missing = [key for key in REQUIRED_KEYS if key not in arrays]
-    if missing:
-        raise DatasetFormatError(
-            f"{source}: missing required key(s) {missing}; a SPIN-format .npz needs "
-            f"{list(REQUIRED_KEYS)} (it has {sorted(arrays)})"
-        )
-    num = len(arrays["imgname"])
-    for key, trailing in KEY_SHAPES.items():
-        if key not in arrays:
-            continue
-        shape = tuple(np.shape(arrays[key]))
-        if not shape or shape[0] != num:
-            raise DatasetFormatError(
-                f"{source}: key {key!r} has {shape[0] if shape else 'no'} samples but "
-                f"'imgname' has {num}; every per-sample array needs the same length"
-            )
-        if shape[1:] != trailing:
-            raise DatasetFormatError(
-                f"{source}: key {key!r} has shape {shape}, expected {(num, *trailing)}"
-            )
-    return num
 
 
 def box_problems(
@@ -219,28 +165,20 @@ def box_problems(
     return problems
 
 
-def _strings(array: np.ndarray) -> np.ndarray:
-    array = np.asarray(array)
-    if array.dtype.kind == "S":
-        return np.char.decode(array, "utf-8")
-    return array.astype(str)
-
-
 def _load_npz(path: Path, allow_pickle: bool) -> dict[str, np.ndarray]:
+    """The file's known keys, read and validated by :func:`load_spin_npz` with
+    :data:`DATASET_RULES`."""
     if not path.is_file():
         raise FileNotFoundError(f"dataset file {path} does not exist")
-    if allow_pickle:  # trusted: numpy may unpickle object arrays
-        with np.load(path, allow_pickle=True) as npz:
-            return {key: npz[key] for key in npz.files if key in KEY_SHAPES}
-    try:  # only the keys used, each header checked before it is read
-        return read_npz(path, KEY_SHAPES)
+    try:
+        return load_spin_npz(path, rules=DATASET_RULES, allow_pickle=allow_pickle)
     except NpzObjectArrayError:
         raise DatasetFormatError(
             f"{path}: contains object arrays, which numpy only loads by unpickling; "
             "pass allow_pickle=True if you trust the file, or re-save its string "
             "arrays as fixed-width str (np.asarray(x, dtype=str))"
         ) from None
-    except NpzError as error:
+    except (NpzError, SpinNpzError) as error:
         raise DatasetFormatError(str(error)) from None
 
 
@@ -264,8 +202,11 @@ def denormalize_image(img) -> np.ndarray:
     return rgb.astype(np.uint8).transpose(1, 2, 0)
 
 
-def _normalize_image(crop: np.ndarray, pixel_noise: tuple[float, float, float]) -> torch.Tensor:
-    """``(S, S, 3)`` uint8 -> ``(3, S, S)`` float32: noise, clip to [0, 1], ImageNet norm."""
+def normalize_image(
+    crop: np.ndarray, pixel_noise: tuple[float, float, float] = NO_PIXEL_NOISE
+) -> torch.Tensor:
+    """``(S, S, 3)`` uint8 crop -> ``(3, S, S)`` float32 network input: per-channel pixel
+    noise, clip to [0, 1], ImageNet normalisation."""
     rgb = crop.astype(np.float32) / 255.0 * np.asarray(pixel_noise, dtype=np.float32)
     rgb = np.clip(rgb, 0.0, 1.0)
     rgb = (rgb - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
@@ -346,13 +287,13 @@ class SpinDataset(Dataset):
         self.epoch = 0
 
         arrays = _load_npz(npz_path, allow_pickle)
-        num = validate_annotations(arrays, source=str(npz_path))
+        num = len(arrays["imgname"])
         if num == 0:
             raise DatasetFormatError(
                 f"{npz_path}: no samples ('imgname' is empty); a dataset needs at least one "
                 "sample, so remove this one from the configuration or regenerate it"
             )
-        self.imgname = _strings(arrays["imgname"])
+        self.imgname = np.asarray(arrays["imgname"])
         self.center = np.asarray(arrays["center"], dtype=np.float64)
         self.scale = np.asarray(arrays["scale"], dtype=np.float64)
 
@@ -375,7 +316,7 @@ class SpinDataset(Dataset):
             self.has_smpl = np.asarray(arrays["has_smpl"], dtype=np.float64)
         else:
             self.has_smpl = np.full(num, 1.0 if self.pose is not None else 0.0)
-        self.gender = _strings(arrays["gender"]) if "gender" in arrays else np.full(num, "n")
+        self.gender = np.asarray(arrays["gender"]) if "gender" in arrays else np.full(num, "n")
         self.intrinsics = optional("intrinsics")
         self.transl = optional("transl")
         self.dropped_labels = self._drop_nonfinite_labels(npz_path)
@@ -735,7 +676,7 @@ class SpinDataset(Dataset):
 
         crop_affine = crop_transform(center, scale, size, rotation, flip)
         if self.input_representation == "rgb":
-            img = _normalize_image(warp_image(image, crop_affine, size), params.pixel_noise)
+            img = normalize_image(warp_image(image, crop_affine, size), params.pixel_noise)
         elif self.input_representation == "part_segmentation":
             img = part_map_one_hot(warp_part_map(part_map, crop_affine, size, flip))
 

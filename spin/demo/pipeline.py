@@ -9,8 +9,12 @@
    1.2 times (SPIN's demo); the crop is the square of the box's longer side about its
    centre (SPIN's ``scale * 200`` px).
 3. **Initial body** (:func:`regress` / :func:`mean_body`): with a checkpoint, the
-   regressor's prediction on the crop, its weak-perspective crop camera turned into the
-   full-frame one (:func:`spin.geometry.crop_translation_to_full_frame`); without, the mean
+   regressor's prediction (:class:`spin.predict.Predictor`) on its input for the box, made
+   like the dataset makes it: the RGB crop, or for a keypoint representation (``keypoints``,
+   ``keypoint_heatmaps``) the step-1 keypoints placed in the crop
+   (:mod:`spin.predict.inputs`; part-map checkpoints are refused: there is no segmenter).
+   Its weak-perspective crop camera is turned into the full-frame one
+   (:func:`spin.geometry.crop_translation_to_full_frame`); without a checkpoint, the mean
    pose (upright, facing the camera) and mean shape.
 4. **SMPLify** (:func:`refine`) on the keypoints with a *full-frame* perspective camera:
    focal length the image diagonal (CLIFF's guess) unless given, principal point at the
@@ -36,7 +40,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -46,8 +50,6 @@ import torch
 from spin.atomic import atomic_write_text
 from spin.body import BodyModel, load_body_model
 from spin.body.joint_conventions import SPIN_49, conversion_indices, convert, get_convention
-from spin.data.augment import BOX_SIZE_PER_SCALE, crop_image
-from spin.data.spin_dataset import IMAGENET_MEAN, IMAGENET_STD
 from spin.demo.keypoints import KEYPOINT_BOX_ENLARGE, box_from_keypoints, detect_mediapipe
 from spin.fitting.priors import load_pose_prior
 from spin.fitting.smplify import SMPLify, SMPLifyConfig
@@ -58,7 +60,7 @@ from spin.geometry import (
     perspective_projection,
     rotmat_to_rotvec,
 )
-from spin.regressor.hmr import HMR, build_hmr
+from spin.predict import Predictor, crop_box, load_predictor
 from spin.regressor.mean_params import mean_params_for_body_model
 
 __all__ = [
@@ -66,10 +68,8 @@ __all__ = [
     "DemoConfig",
     "DemoResult",
     "InitialBody",
-    "Regressor",
     "clean_keypoints",
     "fit_frame",
-    "load_regressor",
     "mean_body",
     "person_box",
     "refine",
@@ -167,18 +167,6 @@ class DemoConfig:
 
 
 @dataclass(frozen=True, eq=False)
-class Regressor:
-    """A trained HMR with the body model and input size it was trained with."""
-
-    model: HMR
-    body_model: BodyModel
-    body_model_name: str
-    pose_prior: str
-    img_size: int
-    path: str
-
-
-@dataclass(frozen=True, eq=False)
 class InitialBody:
     """Where SMPLify starts: ``pose_rotvecs`` (72,), ``betas`` (NB,) and, from a regressor,
     its full-frame ``cam_t`` (3,) (None for the mean body); ``source`` names it."""
@@ -256,8 +244,8 @@ def run_demo(
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB photo.
-        checkpoint: a ``spin-train`` checkpoint for the initial body; None starts SMPLify
-            from the mean pose.
+        checkpoint: a ``spin-train`` checkpoint for the initial body (rgb, keypoints or
+            keypoint_heatmaps inputs); None starts SMPLify from the mean pose.
         bbox: ``(x0, y0, x1, y1)`` pixels around the person; None makes it from the
             keypoints (with MediaPipe, a given box also limits where it looks).
         keypoints: ``(J, 3)`` ``(x, y, confidence)`` pixels in ``convention``; None runs
@@ -287,17 +275,17 @@ def run_demo(
     keypoints = cleaned
     center, side = person_box(keypoints, bbox, config.box_enlarge)
 
-    regressor = load_regressor(checkpoint) if checkpoint is not None else None
-    body_name = _resolve_body_model(config.body_model, regressor)
-    body_model = regressor.body_model if regressor is not None else load_body_model(body_name)
+    predictor = load_predictor(checkpoint) if checkpoint is not None else None
+    body_name = _resolve_body_model(config.body_model, predictor)
+    body_model = predictor.body_model if predictor is not None else load_body_model(body_name)
     prior = load_pose_prior(
-        config.pose_prior or (regressor.pose_prior if regressor is not None else "open")
+        config.pose_prior or (predictor.config.pose_prior if predictor is not None else "open")
     )
     intrinsics = full_frame_intrinsics(
         torch.tensor(image_size, dtype=torch.float64), config.focal_length
     ).numpy()
-    if regressor is not None:
-        initial = regress(regressor, image, center, side, intrinsics)
+    if predictor is not None:
+        initial = regress(predictor, image, center, side, intrinsics, keypoints, convention)
     else:
         initial = mean_body(body_model)
     smplify = SMPLify(body_model, prior, SMPLifyConfig(mode=config.mode))
@@ -376,56 +364,24 @@ def person_box(
     """
     if bbox is None:
         bbox = box_from_keypoints(keypoints, 0.0, enlarge)
-    x0, y0, x1, y1 = (float(v) for v in bbox)
-    if not (x1 > x0 and y1 > y0):
-        raise ValueError(f"expected a box (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {bbox}")
-    return np.array([(x0 + x1) / 2.0, (y0 + y1) / 2.0]), max(x1 - x0, y1 - y0)
-
-
-def load_regressor(path: str | os.PathLike) -> Regressor:
-    """Rebuild a ``spin-train`` checkpoint's regressor (eval mode, CPU) from the config
-    saved in it, with the body model it was trained with."""
-    from spin.config import build_config
-    from spin.train.checkpoint import load_checkpoint
-    from spin.train.config import TrainConfig
-
-    state = load_checkpoint(Path(path))
-    config = build_config(TrainConfig, state["config"])
-    if config.data.input_representation != "rgb":
-        raise ValueError(
-            f"{path}: the regressor was trained on {config.data.input_representation} "
-            "inputs; the demo feeds RGB crops"
-        )
-    # The checkpoint holds every weight and the mean parameters: don't read the files
-    # they were initialised from.
-    hmr_config = replace(
-        config.hmr, backbone=replace(config.hmr.backbone, weights=None), mean_params=None
-    )
-    body_model = load_body_model(config.body_model)
-    model = build_hmr(hmr_config, body_model)
-    load_checkpoint(Path(path), model)
-    model.eval()
-    return Regressor(
-        model, body_model, config.body_model, config.pose_prior, config.data.img_size, str(path)
-    )
+    return crop_box(bbox)
 
 
 def regress(
-    regressor: Regressor,
+    predictor: Predictor,
     image: np.ndarray,
     center: np.ndarray,
     side: float,
     intrinsics: np.ndarray,
+    keypoints: np.ndarray | None = None,
+    convention: str | None = None,
 ) -> InitialBody:
-    """The regressor's body for the crop of ``side`` px about ``center`` (2,), with its
-    camera moved to the full-frame camera ``intrinsics`` (3, 3)."""
-    crop = crop_image(image, center, side / BOX_SIZE_PER_SCALE, regressor.img_size)
-    rgb = crop.astype(np.float32) / 255.0
-    rgb = (rgb - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
-    dtype = next(regressor.model.parameters()).dtype
-    batch = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].to(dtype)
-    with torch.no_grad():
-        output = regressor.model(batch)
+    """The regressor's body for the box of ``side`` px about ``center`` (2,), with its
+    camera moved to the full-frame camera ``intrinsics`` (3, 3). Its input is made from the
+    image or from the ``(J, 3)`` keypoints in ``convention`` (pixels), whichever its
+    representation needs (:meth:`spin.predict.Predictor.input_for_person`)."""
+    inputs = predictor.input_for_person(center, side, image, keypoints, convention)
+    output = predictor.predict(inputs)
     height, width = image.shape[:2]
     cam_t = crop_translation_to_full_frame(
         output.cam.double(),
@@ -435,11 +391,13 @@ def regress(
         float(intrinsics[0, 0]),
     )
     pose = rotmat_to_rotvec(output.pose_rotmats.double()).reshape(-1)
+    path = predictor.checkpoint.path if predictor.checkpoint is not None else "in memory"
+    what = "" if predictor.representation == "rgb" else f", {predictor.representation} input"
     return InitialBody(
         pose_rotvecs=pose.numpy(),
         betas=output.betas[0].double().numpy(),
         cam_t=cam_t[0].numpy(),
-        source=f"regressor ({regressor.path})",
+        source=f"regressor ({path}{what})",
     )
 
 
@@ -646,10 +604,10 @@ def _json(values, decimals: int = 6):
     return [_json(row, decimals) for row in array]
 
 
-def _resolve_body_model(requested: str | None, regressor: Regressor | None) -> str:
-    if regressor is None:
+def _resolve_body_model(requested: str | None, predictor: Predictor | None) -> str:
+    if predictor is None:
         return requested or "open"
-    trained = regressor.body_model_name
+    trained = predictor.trained_with
     if requested is not None and requested != trained:
         raise ValueError(
             f"the checkpoint was trained with body model {trained!r}, not {requested!r}; "

@@ -9,6 +9,13 @@ protocol). :func:`format_table`, :func:`save_json` and :func:`save_figure` write
 the sample's 2D keypoints (SPIN-49 in SPIN's 224-pixel crop camera, the fitting schedule and
 pose prior of the checkpoint's config), as in SPIN's loop.
 
+Inputs. The checkpoint is loaded with :func:`spin.predict.load_predictor`, whatever its input
+representation, and the samples are made by :meth:`spin.predict.Predictor.dataset`: RGB crops,
+or keypoint representations (``keypoints``, ``keypoint_heatmaps``) made from the file's 2D
+keypoints exactly as in training (the OpenPose block where a sample has a confident point,
+else its ground-truth 2D joints; samples with neither are left out and counted), or part maps
+from a folder (``part_maps``). The report's header states which.
+
 Body models. The regressor predicts the parameters of the body model it was trained with
 (``body_model`` in the checkpoint's config); predictions are posed with that model. Asking
 for another one (``body_model=``) is refused unless it is the same kind: the bundled open
@@ -32,7 +39,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +50,8 @@ from tqdm import tqdm
 
 from spin.atomic import atomic_write_bytes, atomic_write_text
 from spin.body import BodyModel, load_body_model
-from spin.body.loading import BUNDLED_MODELS, SMPL_DIR_ENV
+from spin.body.loading import SMPL_DIR_ENV
 from spin.data.formats import load_spin_npz
-from spin.data.spin_dataset import SpinDataset
 from spin.eval.metrics import M_TO_MM, center_on, per_joint_errors, pve
 from spin.eval.protocols import (
     GENDERED_CODES,
@@ -55,188 +61,29 @@ from spin.eval.protocols import (
     select_samples,
 )
 from spin.geometry.procrustes import procrustes_align
+from spin.predict import BodyModelMismatchError, Predictor, load_predictor
+from spin.predict.inputs import FROM_KEYPOINTS
+from spin.predict.predictor import OPEN_FAMILY, SMPL_FAMILY
 
 __all__ = [
     "BodyModelMismatchError",
     "EvalReport",
     "GroundTruthModels",
-    "LoadedRegressor",
     "SampleErrors",
     "compute_errors",
     "default_dataset",
     "evaluate",
     "format_table",
     "ground_truth_bodies",
-    "load_regressor",
     "report_to_dict",
     "resolve_ground_truth",
     "save_figure",
     "save_json",
+    "training_synthetic_dir",
 ]
 
-OPEN_FAMILY = "open"
-SMPL_FAMILY = "smpl"
 NEUTRAL_CODE = "n"
 HISTOGRAM_BINS = 40
-
-
-class BodyModelMismatchError(ValueError):
-    """The body model asked for is not the one the checkpoint's regressor was trained with."""
-
-
-# --- The regressor --------------------------------------------------------------------------
-
-
-def _spec_family(spec: str) -> str | None:
-    """``open``/``smpl`` from a body model name; None for a path (known once loaded)."""
-    if spec in BUNDLED_MODELS:
-        return OPEN_FAMILY
-    if spec == "smpl":
-        return SMPL_FAMILY
-    return None
-
-
-def _model_family(model: BodyModel) -> str:
-    return OPEN_FAMILY if model.name in BUNDLED_MODELS else SMPL_FAMILY
-
-
-def _describe_family(family: str) -> str:
-    return "the bundled open body model" if family == OPEN_FAMILY else "the SMPL model"
-
-
-def _mismatch(checkpoint: Path, trained_with: str, asked: str, trained_family: str):
-    other = SMPL_FAMILY if trained_family == OPEN_FAMILY else OPEN_FAMILY
-    return BodyModelMismatchError(
-        f"{checkpoint} was trained with the body model {trained_with!r} "
-        f"({_describe_family(trained_family)}), but --body-model {asked} is "
-        f"{_describe_family(other)}. The regressor predicts pose and shape parameters of the "
-        "model it was trained with; the open model's shape space and joints are not SMPL's, "
-        "so posing its predictions with the other model gives meaningless numbers. Drop "
-        f"--body-model to evaluate with {trained_with!r} (on SMPL-based benchmarks the "
-        "numbers of an open-model checkpoint are then marked indicative), or evaluate a "
-        f"checkpoint trained with {other} (body_model={other} in its config)."
-    )
-
-
-@dataclass(frozen=True, eq=False)
-class LoadedRegressor:
-    """A checkpoint's regressor, ready to predict.
-
-    Attributes:
-        model: the HMR regressor in eval mode.
-        body_model: the body model its predictions are posed with.
-        config: the checkpoint's resolved :class:`~spin.train.config.TrainConfig`.
-        step: training steps done.
-        checkpoint: the file.
-        body_model_spec: what ``body_model`` was loaded from (name or path).
-        family: ``"open"`` (bundled open models) or ``"smpl"`` (SMPL files).
-    """
-
-    model: torch.nn.Module
-    body_model: BodyModel
-    config: object
-    step: int
-    checkpoint: Path
-    body_model_spec: str
-    family: str
-
-    @property
-    def trained_with(self) -> str:
-        return self.config.body_model
-
-
-def _load_checkpoint_quietly(path: Path, model=None) -> dict:
-    """:func:`load_checkpoint` without touching the caller's torch RNG."""
-    from spin.train.checkpoint import load_checkpoint
-
-    rng = torch.get_rng_state()
-    try:
-        return load_checkpoint(path, model)
-    finally:
-        torch.set_rng_state(rng)
-
-
-def load_regressor(
-    checkpoint: str | os.PathLike, body_model: str | None = None, device: str = "cpu"
-) -> LoadedRegressor:
-    """Rebuild a checkpoint's regressor and body model from the config saved in it.
-
-    Args:
-        checkpoint: a ``checkpoint.pt`` written by ``spin-train``.
-        body_model: a body model name or path to pose predictions with instead of the
-            checkpoint's (e.g. where the SMPL files are on this machine); must be the same
-            kind of model (open or SMPL) as the checkpoint's.
-        device: torch device.
-
-    Raises:
-        BodyModelMismatchError: ``body_model`` is not the kind the checkpoint was trained with.
-        FileNotFoundError: the checkpoint or the body model files are missing.
-        ValueError: the checkpoint cannot be read by this version.
-    """
-    from spin.config import ConfigError, build_config
-    from spin.regressor.hmr import build_hmr
-    from spin.train.config import TrainConfig
-
-    checkpoint = Path(checkpoint)
-    state = _load_checkpoint_quietly(checkpoint)
-    try:
-        config = build_config(TrainConfig, state["config"])
-    except ConfigError as error:
-        raise ValueError(
-            f"{checkpoint}: its saved config does not match this version of spin-hmr: {error}"
-        ) from None
-    trained_with = config.body_model
-    trained_family = _spec_family(trained_with) or SMPL_FAMILY
-    spec = trained_with if body_model is None else str(body_model)
-    asked_family = _spec_family(spec)
-    if body_model is not None and asked_family not in (None, trained_family):
-        raise _mismatch(checkpoint, trained_with, spec, trained_family)
-    try:
-        body = load_body_model(spec)
-    except FileNotFoundError as error:
-        hint = (
-            " The checkpoint was trained with it; pass --body-model with the path to the SMPL "
-            "files on this machine, or set " + SMPL_DIR_ENV + "."
-            if body_model is None
-            else ""
-        )
-        raise FileNotFoundError(f"body model {spec!r}: {error}{hint}") from None
-    family = _model_family(body)
-    if body_model is not None and family != trained_family:
-        raise _mismatch(checkpoint, trained_with, spec, trained_family)
-    if config.hmr.backbone.in_channels != 3:
-        raise ValueError(
-            f"{checkpoint}: the regressor takes {config.hmr.backbone.in_channels} input "
-            "channels; evaluation feeds RGB crops (3 channels)"
-        )
-    # The checkpoint holds every weight and the mean parameters: no files for those.
-    hmr_config = replace(
-        config.hmr, backbone=replace(config.hmr.backbone, weights=None), mean_params=None
-    )
-    model = build_hmr(hmr_config, body)
-    try:
-        _load_checkpoint_quietly(checkpoint, model)
-    except RuntimeError as error:
-        raise BodyModelMismatchError(
-            f"{checkpoint}: its weights do not fit a regressor for body model {spec!r} "
-            f"({body.num_betas} betas): {error}"
-        ) from None
-    bad = [name for name, value in model.state_dict().items() if not torch.isfinite(value).all()]
-    if bad:
-        raise ValueError(
-            f"{checkpoint}: {len(bad)} weight tensor(s) hold NaN or inf (first: {bad[0]}); the "
-            "run that wrote it diverged. Use an earlier checkpoint"
-        )
-    device = torch.device(device)
-    return LoadedRegressor(
-        model=model.to(device).eval(),
-        body_model=body.to(device),
-        config=config,
-        step=int(state["step"]),
-        checkpoint=checkpoint,
-        body_model_spec=spec,
-        family=family,
-    )
 
 
 # --- Ground truth ---------------------------------------------------------------------------
@@ -262,7 +109,7 @@ class GroundTruthModels:
     notes: tuple[str, ...] = ()
 
 
-def _smpl_source(smpl_dir, loaded: LoadedRegressor) -> tuple[str | Path | None, str]:
+def _smpl_source(smpl_dir, loaded: Predictor) -> tuple[str | Path | None, str]:
     """Where the official SMPL files are, and how they were found."""
     if smpl_dir is not None:
         return Path(smpl_dir), f"--smpl-dir {smpl_dir}"
@@ -290,7 +137,7 @@ def _load_gt_model(source, gender: str, like: BodyModel) -> BodyModel:
 def resolve_ground_truth(
     protocol: Protocol,
     genders: np.ndarray,
-    loaded: LoadedRegressor,
+    loaded: Predictor,
     smpl_dir: str | os.PathLike | None = None,
 ) -> GroundTruthModels | None:
     """Which body models give the ground truth of ``protocol`` (None for 3D-joint ground truth).
@@ -298,7 +145,7 @@ def resolve_ground_truth(
     Args:
         protocol: the protocol (its ``gender`` and ``gt_body_model`` decide).
         genders: ``(M,)`` gender codes of the evaluated samples.
-        loaded: the regressor (its body model and where its SMPL files are).
+        loaded: the predictor (its body model and where its SMPL files are).
         smpl_dir: folder with the official SMPL files (neutral, male, female).
 
     Raises:
@@ -573,6 +420,7 @@ class EvalReport:
         checkpoint, step, dataset_file, image_folder, body_model: provenance.
         refine_fallbacks: samples whose fit had too few keypoints (the prediction is kept).
         elapsed_s: wall time.
+        input_representation: what the network saw (:mod:`spin.data.representations`).
     """
 
     protocol: Protocol
@@ -596,6 +444,7 @@ class EvalReport:
     refine_fallbacks: int = 0
     elapsed_s: float = 0.0
     mean_pose: SampleErrors | None = None
+    input_representation: str = "rgb"
 
     @property
     def mpjpe(self) -> np.ndarray:
@@ -610,11 +459,21 @@ class EvalReport:
         return self.errors.pve
 
 
-def default_dataset(protocol: Protocol, config=None) -> tuple[Path, Path]:
+def training_synthetic_dir(predictor: Predictor) -> str | None:
+    """The folder of the synthetic data a checkpoint was trained on (its saved
+    ``data.synthetic.out_dir``), or None (other data, or a model not from a checkpoint)."""
+    if predictor.checkpoint is None:
+        return None
+    data = predictor.checkpoint.training_config.get("data") or {}
+    synthetic = data.get("synthetic") or {}
+    return synthetic.get("out_dir")
+
+
+def default_dataset(protocol: Protocol, synthetic_dir: str | None = None) -> tuple[Path, Path]:
     """The ``.npz`` and image folder a protocol uses when none is given.
 
-    ``synthetic``: the test split of the checkpoint's training data
-    (``config.data.synthetic.out_dir``) when it exists, else ``data/synthetic``; the
+    ``synthetic``: the test split in ``synthetic_dir`` (the checkpoint's training data,
+    :func:`training_synthetic_dir`) when it exists, else ``data/synthetic``; the
     benchmarks: :attr:`Protocol.default_data`. Relative paths are relative to the working
     directory.
 
@@ -622,9 +481,8 @@ def default_dataset(protocol: Protocol, config=None) -> tuple[Path, Path]:
         FileNotFoundError: no default file exists; the message says how to make one.
     """
     candidates: list[tuple[Path, Path]] = []
-    synthetic = getattr(getattr(config, "data", None), "synthetic", None)
-    if protocol.name == "synthetic" and synthetic is not None:
-        out_dir = Path(synthetic.out_dir)
+    if protocol.name == "synthetic" and synthetic_dir is not None:
+        out_dir = Path(synthetic_dir)
         candidates.append((out_dir / "test.npz", out_dir))
     if protocol.default_data is not None:
         data = Path(protocol.default_data)
@@ -649,12 +507,13 @@ def default_dataset(protocol: Protocol, config=None) -> tuple[Path, Path]:
 def _header(
     protocol: Protocol,
     gt: GroundTruthModels | None,
-    loaded: LoadedRegressor,
+    loaded: Predictor,
     num_evaluated: int,
     num_in_file: int,
     limit: int | None,
     notes: list[str],
     refine: bool,
+    part_maps: str | os.PathLike | None = None,
 ) -> tuple[str, ...]:
     relation = (
         "the checkpoint's"
@@ -670,9 +529,11 @@ def _header(
         protocol.describe_joints(),
         gt.description if gt is not None else protocol.describe_ground_truth_source(),
         frames,
-        f"body model: {loaded.body_model.name} ({relation}); checkpoint {loaded.checkpoint} "
-        f"(step {loaded.step})",
+        f"body model: {loaded.body_model.name} ({relation}); checkpoint "
+        f"{loaded.checkpoint.path} (step {loaded.checkpoint.step})",
     ]
+    if loaded.representation != "rgb":
+        lines.append(_describe_input(loaded, part_maps))
     if refine:
         lines.append(
             "refinement: SMPLify from each prediction on the sample's 2D keypoints "
@@ -681,6 +542,18 @@ def _header(
         )
     lines += [f"note: {note}" for note in notes]
     return tuple(lines)
+
+
+def _describe_input(loaded: Predictor, part_maps) -> str:
+    """The header line on the network's input, for representations other than RGB crops."""
+    size = loaded.img_size
+    if loaded.representation in FROM_KEYPOINTS:
+        return (
+            f"input: {loaded.representation} ({size}-px crop) made from the file's 2D "
+            "keypoints as in training: the OpenPose block where a sample has a confident "
+            "point, else its ground-truth 2D joints"
+        )
+    return f"input: {loaded.representation} ({size}-px crop) from {part_maps}"
 
 
 def _subset(batch: dict, keep: torch.Tensor) -> dict:
@@ -711,6 +584,7 @@ def evaluate(
     smpl_dir: str | os.PathLike | None = None,
     num_workers: int = 0,
     mean_pose: bool = False,
+    part_maps: str | os.PathLike | None = None,
 ) -> EvalReport:
     """Evaluate a checkpoint on the samples ``protocol`` selects from a dataset file.
 
@@ -731,19 +605,23 @@ def evaluate(
         smpl_dir: folder with the official SMPL models, for gendered (or SMPL) ground truth.
         num_workers: data loader worker processes.
         mean_pose: also score the mean-pose reference on the same samples and protocol.
+        part_maps: the folder of the file's part maps, for a checkpoint trained on
+            ``part_segmentation`` inputs (there is no segmenter to make them from images).
 
     Raises:
         BodyModelMismatchError: ``body_model`` is not the kind the checkpoint was trained with.
-        ValueError, FileNotFoundError: bad inputs, with what to do about them.
+        ValueError, FileNotFoundError: bad inputs, with what to do about them
+            (:class:`~spin.predict.inputs.InputUnavailableError`: a part-map checkpoint
+            without ``part_maps``).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     start = time.perf_counter()
-    loaded = load_regressor(checkpoint, body_model, device)
+    loaded = load_predictor(checkpoint, body_model, device)
     if dataset_npz is None:
-        dataset_npz, default_images = default_dataset(protocol, loaded.config)
+        dataset_npz, default_images = default_dataset(protocol, training_synthetic_dir(loaded))
         image_folder = default_images if image_folder is None else image_folder
     dataset_npz = Path(dataset_npz)
     image_folder = Path(image_folder) if image_folder is not None else dataset_npz.parent
@@ -796,21 +674,8 @@ def evaluate(
     else:
         gt_joints_all = torch.as_tensor(np.asarray(arrays["S_h36m"], dtype=np.float64)[..., :3])
 
-    smplify = None
-    if refine:
-        from spin.fitting.priors import load_pose_prior
-        from spin.fitting.smplify import SMPLify
-
-        prior = load_pose_prior(loaded.config.pose_prior).to(like.device)
-        smplify = SMPLify(body, prior, loaded.config.smplify)
-
-    dataset = SpinDataset(
-        dataset_npz,
-        image_folder,
-        name=protocol.name,
-        img_size=loaded.config.data.img_size,
-        is_train=False,
-    )
+    smplify = loaded.smplify() if refine else None
+    dataset = loaded.dataset(dataset_npz, image_folder, part_maps=part_maps, name=protocol.name)
     if dataset.bad_boxes:  # unusable center/scale: left out, counted
         usable = np.array([i not in dataset.bad_boxes for i in indices], dtype=bool)
         if not usable.all():
@@ -829,7 +694,7 @@ def evaluate(
     mean_body = None  # the mean-pose reference: the same body for every sample
     if mean_pose:
         with torch.no_grad():
-            reference = loaded.model.mean_prediction(1)
+            reference = loaded.mean_prediction(1)
             mean_body = body(pose_rotmats=reference.pose_rotmats, betas=reference.betas)
     done_index: list[np.ndarray] = []
     fallbacks = 0
@@ -847,10 +712,18 @@ def evaluate(
         if len(batch["sample_index"]) == 0:
             bar.update(count)
             continue
+        if loaded.representation in FROM_KEYPOINTS:  # an empty input says nothing
+            seen = batch["img"].flatten(1).ne(0).any(dim=1)
+            if not seen.all():
+                reason = "no 2D keypoints to make the network input from"
+                skipped[reason] = skipped.get(reason, 0) + int((~seen).sum())
+                batch = _subset(batch, seen)
+            if len(batch["sample_index"]) == 0:
+                bar.update(count)
+                continue
         rows = batch["sample_index"].numpy()
-        images = batch["img"].to(like)
+        prediction = loaded.predict(loaded.input_from_batch(batch))
         with torch.no_grad():
-            prediction = loaded.model(images)
             pred_body = body(pose_rotmats=prediction.pose_rotmats, betas=prediction.betas)
             pred_joints = pred_body.require_joints_h36m()
             if gt is not None:
@@ -880,8 +753,13 @@ def evaluate(
                 )
             )
         if smplify is not None:
-            fitted, invalid = _refine(smplify, loaded, prediction, batch["keypoints"].to(like))
-            fallbacks += invalid
+            refinement = loaded.refine(prediction, batch["keypoints"].to(like), smplify)
+            fallbacks += refinement.num_fallbacks
+            with torch.no_grad():
+                fitted = body(
+                    pose_rotvecs=refinement.pose_rotvecs.detach(),
+                    betas=refinement.betas.detach(),
+                )
             refined_errors.add(
                 compute_errors(
                     fitted.require_joints_h36m(),
@@ -906,7 +784,15 @@ def evaluate(
             "refined errors are the regressor's"
         )
     header = _header(
-        protocol, gt, loaded, len(sample_index), selection.num_in_file, limit, notes, refine
+        protocol,
+        gt,
+        loaded,
+        len(sample_index),
+        selection.num_in_file,
+        limit,
+        notes,
+        refine,
+        part_maps,
     )
     num_joints = len(joint_indices)
     return EvalReport(
@@ -923,40 +809,16 @@ def evaluate(
         excluded=dict(selection.excluded),
         skipped=skipped,
         notes=tuple(notes),
-        checkpoint=str(loaded.checkpoint),
-        step=loaded.step,
+        checkpoint=str(loaded.checkpoint.path),
+        step=loaded.checkpoint.step,
         dataset_file=str(dataset_npz),
         image_folder=str(image_folder),
         body_model=loaded.body_model.name,
         refine_fallbacks=fallbacks,
         elapsed_s=time.perf_counter() - start,
         mean_pose=mean_pose_errors.result(num_joints) if mean_pose else None,
+        input_representation=loaded.representation,
     )
-
-
-def _refine(smplify, loaded: LoadedRegressor, prediction, keypoints: torch.Tensor):
-    """SMPLify from the prediction on the batch's keypoints; the fitted body (the prediction
-    where a sample has too few keypoints) and how many such samples there were."""
-    from spin.geometry import crop_intrinsics
-    from spin.train.step import crop_pixels, refine_with_smplify
-
-    crop_size = loaded.config.hmr.crop_size
-    keypoints_px = crop_pixels(keypoints, crop_size)
-    intrinsics = crop_intrinsics(
-        keypoints_px.shape[:1],
-        like=keypoints_px,
-        focal_length=loaded.config.hmr.focal_length,
-        crop_size=crop_size,
-    )
-    result = refine_with_smplify(smplify, prediction, keypoints_px, intrinsics)
-    batch = keypoints.shape[0]
-    pose = torch.where(
-        result.valid[:, None], result.pose_rotvecs, prediction.pose_rotvecs.reshape(batch, -1)
-    )
-    betas = torch.where(result.valid[:, None], result.betas, prediction.betas)
-    with torch.no_grad():
-        fitted = loaded.body_model(pose_rotvecs=pose.detach(), betas=betas.detach())
-    return fitted, int((~result.valid).sum())
 
 
 # --- Output ---------------------------------------------------------------------------------
@@ -1028,6 +890,7 @@ def report_to_dict(report: EvalReport) -> dict:
         "dataset_file": report.dataset_file,
         "image_folder": report.image_folder,
         "body_model": report.body_model,
+        "input_representation": report.input_representation,
         "joints": list(report.joint_names),
         "counts": {
             "in_file": report.num_in_file,

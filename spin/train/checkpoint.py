@@ -11,8 +11,10 @@ checkpoint (the commit point), then renames the pending cache to ``fits_cache.h5
 pending cache has the checkpoint's step: rename it) or drops an uncommitted one (any other
 step), so a resumed run always gets the cache of its checkpoint's step.
 
-Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot run code, and one holding
-anything but tensors and plain containers is refused with an error naming the file.
+Reading is :func:`spin.predict.checkpoint.read_checkpoint` (``torch.load(weights_only=True)``):
+a checkpoint cannot run code, and one holding anything but tensors and plain containers is
+refused with an error naming the file. :func:`load_checkpoint` adds what resuming needs:
+the states loaded into the model and optimiser, the RNG restored.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import warnings
 from pathlib import Path
 
 import torch
 
 from spin.atomic import atomic_write_bytes, atomic_write_text, fsync_directory
+from spin.predict.checkpoint import read_checkpoint
 
 __all__ = [
     "CACHE_NAME",
@@ -44,12 +46,6 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
 CACHE_NAME = "fits_cache.h5"
 PENDING_CACHE_NAME = "fits_cache.pending.h5"
-CHECKPOINT_KEYS = ("step", "model", "optimizer", "torch_rng", "config", "extra")
-DAMAGED_HINT = (
-    "checkpoints are written atomically, so the file was damaged afterwards (a full disk, a "
-    "copy cut short, a bad sync): restore it from a backup, or start the run again without "
-    "--resume"
-)
 
 
 def atomic_torch_save(obj, path: Path) -> None:
@@ -139,11 +135,11 @@ def settle_fits_cache(run_dir: Path, step: int) -> Path | None:
 
 
 def load_checkpoint(path: Path, model=None, optimizer=None, check_config=None) -> dict:
-    """Read a checkpoint safely; load the states into ``model``/``optimizer`` when given and
-    restore the torch RNG. Returns ``{"step", "config", "extra", "modules"}`` (``modules``:
-    the state dicts given to :func:`save_checkpoint`, ``{}`` when none were).
-    ``check_config(config_dict)`` is called before any state is loaded (it raises to
-    refuse the checkpoint).
+    """Read a checkpoint safely (:func:`spin.predict.checkpoint.read_checkpoint`); load the
+    states into ``model``/``optimizer`` when given and restore the torch RNG. Returns
+    ``{"step", "config", "extra", "modules"}`` (``modules``: the state dicts given to
+    :func:`save_checkpoint`, ``{}`` when none were). ``check_config(config_dict)`` is called
+    before any state is loaded (it raises to refuse the checkpoint).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -151,55 +147,17 @@ def load_checkpoint(path: Path, model=None, optimizer=None, check_config=None) -
             plain containers (refused without running any code), or lacks a checkpoint's
             entries; the message names the file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # unpickling refused or a corrupt file
-        reason = " ".join(str(error).split())
-        if "Weights only load failed" in reason and "GLOBAL" in reason:
-            found = re.search(r"GLOBAL ([\w.]+)", reason)
-            what = f"a {found.group(1)} object" if found else "an object"
-            raise ValueError(
-                f"refusing to load checkpoint {path}: it holds {what}, not only tensors and "
-                "plain containers, and loading it could run code (nothing was run); a "
-                "spin-train checkpoint never holds one, so the file was made or altered "
-                "elsewhere"
-            ) from None
-        if "weights_only" in reason:  # torch's advice to unpickle unsafely is not for users
-            reason = "not a readable torch checkpoint"
-        raise ValueError(
-            f"cannot load checkpoint {path} ({type(error).__name__}: {reason[:300]}); it is "
-            f"truncated or corrupt: {DAMAGED_HINT}"
-        ) from None
-    missing = (
-        [key for key in CHECKPOINT_KEYS if key not in state]
-        if isinstance(state, dict)
-        else list(CHECKPOINT_KEYS)
-    )
-    if missing:
-        raise ValueError(
-            f"{path} is not a spin-train checkpoint: it lacks {missing} (a checkpoint is a "
-            f"dict with {list(CHECKPOINT_KEYS)})"
-        )
-    try:
-        config, extra = json.loads(state["config"]), json.loads(state["extra"])
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"{path}: its saved config is not the JSON spin-train writes ({error}); the file "
-            "was altered or written by something else"
-        ) from None
+    contents = read_checkpoint(path)
     if check_config is not None:
-        check_config(config)
+        check_config(contents.config)
     if model is not None:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(contents.model)
     if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
+        optimizer.load_state_dict(contents.optimizer)
+    torch.set_rng_state(contents.torch_rng)
     return {
-        "step": int(state["step"]),
-        "config": config,
-        "extra": extra,
-        "modules": state.get("modules", {}),
+        "step": contents.step,
+        "config": contents.config,
+        "extra": contents.extra,
+        "modules": contents.modules,
     }

@@ -6,7 +6,9 @@ valid fits) -> compute the losses. The optimiser step itself is the trainer's.
 
 Coordinates: the dataset gives 2D keypoints in normalised crop coordinates ``[-1, 1]``; the
 regressor's camera and SMPLify work in SPIN's 224-pixel crop with f = 5000 whatever the image
-resolution the network sees (``crop_pixels`` converts).
+resolution the network sees (``crop_pixels`` converts). ``crop_pixels`` and
+``refine_with_smplify`` are :mod:`spin.predict.refine`'s (evaluation and demos refine the same
+way); they are imported here so a step reads as one list of helpers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from spin.geometry import (
     perspective_projection,
     rotvec_to_rotmat,
 )
+from spin.predict.refine import crop_pixels, refine_with_smplify
 from spin.regressor.hmr import HMR, HMROutput, predict_body
 from spin.train.config import LossConfig
 
@@ -43,12 +46,6 @@ __all__ = [
 #: Indices of the hips in SPIN's 24 ground-truth joints (pelvis = their mean).
 GT_RIGHT_HIP, GT_LEFT_HIP = 2, 3
 NUM_OPENPOSE = 25
-
-
-def crop_pixels(keypoints: Tensor, crop_size: int = CROP_SIZE) -> Tensor:
-    """``(B, J, 3)`` normalised crop keypoints -> pixels of SPIN's crop (confidence kept)."""
-    pixels = (keypoints[..., :2] + 1.0) * (crop_size / 2.0)
-    return torch.cat([pixels, keypoints[..., 2:]], dim=-1)
 
 
 CAMERA_PENALTY_RATE = 20.0
@@ -103,20 +100,6 @@ def fetch_cached_fits(
         )
     loss = torch.where(cached.has_fit, loss, torch.full_like(loss, float("inf")))
     return cached, cam_t, loss
-
-
-def refine_with_smplify(
-    smplify: SMPLify, prediction: HMROutput, keypoints_px: Tensor, intrinsics: Tensor
-):
-    """SMPLify initialised from the network's (detached) prediction."""
-    pose_rotvecs = prediction.pose_rotvecs.detach().reshape(-1, 72)
-    return smplify(
-        keypoints_px,
-        intrinsics,
-        init_pose_rotvecs=pose_rotvecs,
-        init_betas=prediction.betas.detach(),
-        init_cam_t=prediction.cam_t.detach(),
-    )
 
 
 @dataclass(frozen=True, eq=False)

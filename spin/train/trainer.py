@@ -38,6 +38,7 @@ from spin.fitting.fits_cache import FitsCache
 from spin.fitting.priors import load_pose_prior
 from spin.fitting.smplify import SMPLify
 from spin.geometry import crop_intrinsics, perspective_projection, rotvec_to_rotmat
+from spin.predict import Predictor, predictor_config
 from spin.regressor.hmr import build_hmr
 from spin.train import step as steps
 from spin.train.adversarial import add_adversarial_loss, build_adversarial_prior
@@ -248,6 +249,14 @@ class Trainer:
 
         self.body_model = load_body_model(config.body_model).to(self.device, self.dtype)
         self.model = build_hmr(config.hmr, self.body_model).to(self.device, self.dtype)
+        # The model as spin-eval and spin-demo will see it once saved: validation goes
+        # through the same prediction API (inputs, prediction) as they do.
+        self.predictor = Predictor(
+            self.model,
+            self.body_model,
+            predictor_config(config_to_dict(config)),
+            body_model_spec=config.body_model,
+        )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.adversarial = None  # HMR's discriminators, their optimiser and pose corpus
         if config.adversarial.enabled:
@@ -291,15 +300,11 @@ class Trainer:
         )
         self.val_data = None
         if val_entry is not None:
-            self.val_data = SpinDataset(
+            self.val_data = self.predictor.dataset(
                 val_entry.npz,
                 val_entry.images,
-                name=val_entry.name,
-                img_size=config.data.img_size,
-                is_train=False,
-                input_representation=config.data.input_representation,
                 part_maps=val_entry.part_maps,
-                heatmap_sigma=config.data.heatmap_sigma,
+                name=val_entry.name,
                 allow_outside_images=val_entry.allow_outside_images,
             )
 
@@ -489,7 +494,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """Held-out metrics on the samples with SMPL ground truth: MPJPE and PA-MPJPE (mm,
+        """Held-out metrics (inputs and predictions through :attr:`predictor`, as
+        ``spin-eval`` makes them) on the samples with SMPL ground truth: MPJPE and PA-MPJPE (mm,
         H36M regressor, 14 LSP joints), the mean angle of the 23 body-joint rotations
         (degrees), the 2D error of the 24 ground-truth keypoints (pixels of the 224 crop),
         and the PA-MPJPE of the mean-pose reference on the same samples."""
@@ -508,7 +514,7 @@ class Trainer:
         errors["mean_pose_pa_mpjpe_mm"] = []
         index = list(H36M_TO_LSP14)
         # The reference a regressor must beat: the mean parameters, the same for every sample.
-        mean = self.model.mean_prediction(1)
+        mean = self.predictor.mean_prediction(1)
         mean_body = self.body_model(pose_rotmats=mean.pose_rotmats, betas=mean.betas)
         mean_joints = center_on(mean_body.joints_h36m, 0)[:, index]
         for batch in loader:
@@ -516,7 +522,8 @@ class Trainer:
             has_smpl = batch["has_smpl"] > 0.5
             if not has_smpl.any():
                 continue
-            prediction, body = steps.regress(self.model, batch["img"], self.body_model)
+            prediction = self.predictor.predict(self.predictor.input_from_batch(batch))
+            body = self.predictor.body(prediction)
             truth = self.body_model(pose_rotvecs=batch["pose"], betas=batch["betas"])
             pred = center_on(body.joints_h36m, 0)[has_smpl][:, index]
             gt = center_on(truth.joints_h36m, 0)[has_smpl][:, index]

@@ -81,3 +81,18 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit):
         demo.main([str(tmp_path / "missing.png"), "--keypoints", str(tmp_path / "k.json")])
     assert "missing.png" in capsys.readouterr().err
+
+
+def test_a_keypoints_checkpoint_end_to_end(tiny_runs, tmp_path, capsys):
+    photo = synthetic_photo()
+    image_path = tmp_path / "person.png"
+    Image.fromarray(photo.image).save(image_path)
+    keypoints = write_coco_keypoints(tmp_path / "person_keypoints.json", photo.keypoints)
+    checkpoint = tiny_runs("keypoints").checkpoint
+    out = tmp_path / "out"
+    argv = [str(image_path), "--keypoints", str(keypoints), "--checkpoint", str(checkpoint)]
+    assert demo.main([*argv, "--out", str(out)]) == 0
+    assert "keypoints input" in capsys.readouterr().out
+    data = json.loads((out / "person.json").read_text())
+    assert "keypoints input" in data["initial"] and data["regressed_cam_t"] is not None
+    assert data["mean_reprojection_error_px"] < 10

@@ -102,3 +102,14 @@ def test_usage_errors_exit_with_2(checkpoint, argv):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--checkpoint", str(checkpoint), *argv])
     assert exit_info.value.code == 2
+
+
+def test_a_keypoints_checkpoint_end_to_end(tiny_runs, tmp_path, capsys):
+    run = tiny_runs("keypoints")
+    argv = ["--checkpoint", str(run.checkpoint), "--dataset", "synthetic", "--refine"]
+    argv += ["--data", str(run.data_dir / "test.npz"), "--out", str(tmp_path), *FAST]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "input: keypoints" in printed and "+SMPLify" in printed
+    data = json.loads((tmp_path / "eval_synthetic.json").read_text())
+    assert data["input_representation"] == "keypoints" and data["counts"]["evaluated"] == 4

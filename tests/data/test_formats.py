@@ -151,3 +151,48 @@ def test_concatenate_samples_and_conversion_summary():
     conversion.skip("never", 0)
     assert conversion.num_samples == 5
     assert conversion.summary().splitlines() == ["5 samples", "skipped 3: no image"]
+
+
+def test_rules_relax_only_what_they_name():
+    """FormatRules: a reader that handles missing keypoints, bad sample values or image paths
+    itself lets those pass; everything else is still the format's."""
+    from spin.data.formats import FormatRules
+
+    arrays = make_arrays()
+    arrays.pop("openpose")
+    arrays["center"][0, 0] = np.nan
+    arrays["scale"][1] = 0.0
+    arrays["imgname"][2] = "/abs/x.jpg"
+    strict = validate_spin_npz(arrays)
+    assert len(strict) == 4, strict
+    lenient = FormatRules(keypoints_required=False, sample_values=False, relative_imgname=False)
+    assert validate_spin_npz(arrays, lenient) == []
+    for name in ("keypoints_required", "sample_values", "relative_imgname"):
+        one = FormatRules(**{name: False})
+        assert len(validate_spin_npz(arrays, one)) < len(strict), name
+    arrays["S"] = arrays["S"][..., :3]
+    arrays["gender"] = np.asarray(["male"] * 3)
+    problems = validate_spin_npz(arrays, lenient)
+    assert any("S: expected shape" in p for p in problems)
+    assert any("gender: expected values" in p for p in problems)
+
+
+def test_flags_are_checked_on_finite_values_only():
+    arrays = make_arrays()
+    arrays["part"][0, 0, 2] = np.nan
+    problems = validate_spin_npz(arrays)
+    assert problems == ["part: has NaN or infinite values"]
+
+
+def test_load_with_allow_pickle_types_object_arrays(tmp_path):
+    arrays = make_arrays()
+    arrays["imgname"] = arrays["imgname"].astype(object)
+    arrays["scale"] = arrays["scale"].astype(object)
+    path = tmp_path / "objects.npz"
+    np.savez(path, **arrays)
+    from spin.npz import NpzObjectArrayError
+
+    with pytest.raises(NpzObjectArrayError):
+        load_spin_npz(path)
+    loaded = load_spin_npz(path, allow_pickle=True)
+    assert loaded["imgname"].dtype.kind == "U" and loaded["scale"].dtype == np.float64

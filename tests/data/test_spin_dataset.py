@@ -230,7 +230,8 @@ def test_missing_key_is_named(tiny_dataset_path):
 def test_inconsistent_length_is_named(tiny_dataset_path):
     npz, _ = tiny_dataset_path
     _rewrite(npz, lambda arrays: arrays.update(part=arrays["part"][:-1]))
-    with pytest.raises(DatasetFormatError, match="'part' has 3 samples but 'imgname' has 4"):
+    expected = r"key 'part' declares shape \(3, 24, 3\), expected \(4, 24, 3\) \(4 samples"
+    with pytest.raises(DatasetFormatError, match=expected):
         _dataset(tiny_dataset_path)
 
 
@@ -338,3 +339,21 @@ def test_keep_3d_labels_hides_labels_on_a_nested_seeded_subset(tiny_dataset_path
         kept(1.0)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         kept(1.5)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda arrays: arrays.pop("shape"), "pose is present without shape"),
+        (lambda arrays: arrays.update(gender=np.array(["male"] * NUM_SAMPLES)), "gender"),
+        (lambda arrays: arrays["part"].__setitem__((0, 0, 2), 0.5), "expected 0/1 values"),
+        (lambda arrays: arrays.update(center=arrays["center"].astype(np.int64)), "center"),
+    ],
+)
+def test_the_format_validator_refuses_what_it_refuses_elsewhere(tiny_dataset_path, change, message):
+    """One validation of the format: SpinDataset refuses what spin.data.formats refuses
+    (apart from DATASET_RULES), every problem listed."""
+    npz, _ = tiny_dataset_path
+    _rewrite(npz, change)
+    with pytest.raises(DatasetFormatError, match=f"breaks the SPIN .npz format(.|\n)*{message}"):
+        _dataset(tiny_dataset_path)

@@ -18,6 +18,7 @@ from spin.demo.pipeline import (
     DemoConfig,
     clean_keypoints,
     person_box,
+    regress,
     render_result,
     result_to_dict,
     run_demo,
@@ -25,6 +26,7 @@ from spin.demo.pipeline import (
     write_obj,
 )
 from spin.geometry import rotvec_to_rotmat
+from spin.predict import load_predictor
 from spin.regressor.hmr import build_hmr
 from spin.render.mesh_renderer import render_silhouette
 from spin.train.checkpoint import save_checkpoint
@@ -32,6 +34,7 @@ from spin.train.config import TrainConfig
 from tests.demo import PHOTO_SIZE, synthetic_photo, write_coco_keypoints
 
 FIT = DemoConfig(mode="lm", body_model="open-lite")
+FIT_LM = DemoConfig(mode="lm")  # with a checkpoint: its body model
 
 
 @pytest.fixture(scope="module")
@@ -258,3 +261,65 @@ def test_mediapipe_finds_the_astronauts_face_and_shoulders():
         assert nose[1] < shoulder[1] < 0.6 * height  # at the top of the suit, below the nose
     # She faces the camera: her left shoulder is on the image's right.
     assert right_shoulder[0] < nose[0] < left_shoulder[0]
+
+
+# --- checkpoints of other input representations -------------------------------------------
+
+
+def test_a_keypoints_checkpoint_starts_from_its_prediction_on_the_keypoints(tiny_runs, photo):
+    """A `keypoints` (mlp) checkpoint: its input is made from the keypoints the demo fits."""
+    checkpoint = tiny_runs("keypoints").checkpoint
+    result = run_demo(
+        photo.image,
+        checkpoint=checkpoint,
+        keypoints=photo.keypoints,
+        convention="coco17",
+        config=DemoConfig(mode="lm"),
+    )
+    assert result.initial.startswith("regressor") and "keypoints input" in result.initial
+    assert result.regressed_cam_t is not None and np.isfinite(result.regressed_cam_t).all()
+    assert result.mean_error < 3.0
+    # The start is the predictor's output on the vector of those keypoints in the box.
+    predictor = load_predictor(checkpoint)
+    center, side = person_box(result.keypoints, None)
+    args = (photo.image, center, side, result.intrinsics)
+    initial = regress(predictor, *args, result.keypoints, "coco17")
+    np.testing.assert_allclose(initial.cam_t, result.regressed_cam_t)
+    inputs = predictor.input_from_keypoints(result.keypoints, "coco17", center, side)
+    assert int((inputs.reshape(25, 3)[:, 2] > 0).sum()) >= 10  # the fitted joints are in it
+    moved = result.keypoints.copy()
+    moved[9, :2] += 30.0  # the left wrist elsewhere: another prediction
+    other = regress(predictor, *args, moved, "coco17")
+    assert not np.allclose(other.pose_rotvecs, initial.pose_rotvecs)
+    with pytest.raises(ValueError, match="2D keypoints"):
+        regress(predictor, *args)
+
+
+def test_a_heatmap_checkpoint_runs_and_a_part_map_one_is_refused(tiny_runs, photo):
+    heatmaps = tiny_runs("keypoint_heatmaps").checkpoint
+    result = run_demo(
+        photo.image, heatmaps, keypoints=photo.keypoints, convention="coco17", config=FIT_LM
+    )
+    assert "keypoint_heatmaps input" in result.initial and result.mean_error < 3.0
+    parts = tiny_runs("part_segmentation").checkpoint
+    with pytest.raises(ValueError, match="segmenter"):
+        run_demo(photo.image, parts, keypoints=photo.keypoints, convention="coco17", config=FIT_LM)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("mediapipe") is None or _astronaut_path() is None,
+    reason="needs the demo extra: MediaPipe and scikit-image's astronaut.png (make demo-setup)",
+)
+@pytest.mark.filterwarnings("ignore:label\\(\\) is deprecated:DeprecationWarning")
+def test_mediapipe_keypoints_feed_a_keypoints_checkpoint(tiny_runs):
+    from PIL import Image
+
+    image = np.asarray(Image.open(_astronaut_path()).convert("RGB"))
+    result = run_demo(image, tiny_runs("keypoints").checkpoint, config=FIT_LM)
+    assert result.convention == "mediapipe33" and "keypoints input" in result.initial
+    predictor = load_predictor(tiny_runs("keypoints").checkpoint)
+    center, side = person_box(result.keypoints, None)
+    inputs = predictor.input_from_keypoints(result.keypoints, "mediapipe33", center, side)
+    # MediaPipe's face, shoulders, elbows and wrists land in the vector's OpenPose slots.
+    assert int((inputs.reshape(25, 3)[:, 2] > 0).sum()) >= 8
+    assert np.isfinite(result.mean_error)

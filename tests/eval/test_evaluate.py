@@ -8,6 +8,7 @@ head is given larger random weights, so that every sample gets its own predictio
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,11 @@ from spin.eval.evaluate import (
     BodyModelMismatchError,
     evaluate,
     format_table,
-    load_regressor,
     save_figure,
     save_json,
 )
 from spin.eval.protocols import get_protocol
+from spin.predict import load_predictor
 from spin.regressor.hmr import build_hmr
 from spin.train.checkpoint import load_checkpoint, save_checkpoint
 from spin.train.config import TrainConfig
@@ -193,7 +194,7 @@ def test_mean_pose_reference_matches_a_hand_computation(checkpoint, synthetic_np
         progress=False,
         mean_pose=True,
     )
-    model = load_regressor(checkpoint).model
+    model = load_predictor(checkpoint).model
     body = load_body_model("open-lite")
     arrays = np.load(synthetic_npz)
     with torch.no_grad():
@@ -303,11 +304,11 @@ def test_a_mismatching_body_model_is_refused(checkpoint, synthetic_npz):
     path = Path(checkpoint).parent / "SMPL_NEUTRAL.npz"
     save_body_model_data(dataclasses.replace(smpl_like, name="SMPL_NEUTRAL"), path)
     with pytest.raises(BodyModelMismatchError, match="--body-model .*SMPL_NEUTRAL.npz"):
-        load_regressor(checkpoint, body_model=str(path))
+        load_predictor(checkpoint, body_model=str(path))
 
 
 def test_the_same_kind_of_body_model_is_accepted(checkpoint, synthetic_npz):
-    loaded = load_regressor(checkpoint, body_model="open")
+    loaded = load_predictor(checkpoint, body_model="open")
     assert loaded.body_model.name == "open" and loaded.trained_with == "open-lite"
     report = evaluate(
         checkpoint,
@@ -440,3 +441,81 @@ def test_h36m_protocols_on_the_converter_fixture(checkpoint, h36m, no_smpl):
     # Joint ground truth has no gender.
     with pytest.raises(ValueError, match="no gender"):
         get_protocol("h36m-p1", gender="neutral")
+
+
+# --- Other input representations -------------------------------------------------------------
+
+
+def test_a_keypoints_checkpoint_is_evaluated_on_the_files_keypoints(tiny_runs, tmp_path):
+    """A `keypoints` (mlp) checkpoint: its inputs are made from the file's 2D keypoints as in
+    training; the numbers are those of its predictions on the dataset's samples."""
+    run = tiny_runs("keypoints")
+    npz = run.data_dir / "test.npz"
+    report = evaluate(
+        run.checkpoint,
+        npz,
+        run.data_dir,
+        get_protocol("synthetic"),
+        batch_size=3,
+        refine=True,
+        progress=False,
+    )
+    arrays = np.load(npz)
+    num = len(arrays["imgname"])
+    assert report.num_evaluated == num and report.input_representation == "keypoints"
+    assert any(line.startswith("input: keypoints") for line in report.header)
+    assert report.refined is not None and np.isfinite(report.refined.pa_mpjpe).all()
+    saved = json.loads(save_json(report, tmp_path / "r.json").read_text())
+    assert saved["input_representation"] == "keypoints"
+    # By hand: the predictor on each sample's keypoint vector.
+    predictor = load_predictor(run.checkpoint)
+    dataset = predictor.dataset(npz, run.data_dir)
+    body = load_body_model("open-lite")
+    with torch.no_grad():
+        inputs = torch.stack([dataset[i]["img"] for i in range(num)])
+        prediction = predictor.model(inputs)
+        pred = body(pose_rotmats=prediction.pose_rotmats, betas=prediction.betas)
+        gt = body(
+            pose_rotvecs=torch.as_tensor(arrays["pose"], dtype=torch.float32),
+            betas=torch.as_tensor(arrays["shape"], dtype=torch.float32),
+        )
+    expected = hand_errors(
+        pred.joints_h36m.double().numpy(),
+        gt.joints_h36m.double().numpy(),
+        pred.vertices.double().numpy(),
+        gt.vertices.double().numpy(),
+    )
+    for key in ("mpjpe", "pa_mpjpe", "pve"):
+        np.testing.assert_allclose(getattr(report, key), expected[key], atol=TOLERANCE_MM)
+
+    # A sample with no 2D keypoint at all has no input: left out and counted.
+    blind = dict(arrays)
+    for key in ("openpose", "part"):
+        blind[key] = blind[key].copy()
+        blind[key][1] = 0.0
+    blind_npz = save_spin_npz(tmp_path / "blind.npz", **blind)
+    report = evaluate(
+        run.checkpoint, blind_npz, run.data_dir, get_protocol("synthetic"), progress=False
+    )
+    assert report.num_evaluated == num - 1 and 1 not in report.sample_index
+    assert report.skipped == {"no 2D keypoints to make the network input from": 1}
+
+
+def test_a_part_map_checkpoint_needs_the_part_maps(tiny_runs):
+    run = tiny_runs("part_segmentation")
+    npz, protocol = run.data_dir / "test.npz", get_protocol("synthetic")
+    with pytest.raises(ValueError, match="no segmenter.*--part-maps"):
+        evaluate(run.checkpoint, npz, run.data_dir, protocol, progress=False)
+    report = evaluate(
+        run.checkpoint,
+        npz,
+        run.data_dir,
+        protocol,
+        limit=2,
+        part_maps=run.data_dir / "parts",
+        progress=False,
+    )
+    assert report.num_evaluated == 2
+    assert any(
+        line.startswith("input: part_segmentation") and "parts" in line for line in report.header
+    )

@@ -124,7 +124,8 @@ def test_empty_dataset_and_wrong_shapes_are_errors_naming_the_file(synthetic, tm
         SpinDataset(empty, folder)
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, **{**arrays, "part": arrays["part"][..., :2]})
-    with pytest.raises(DatasetFormatError, match=r"wrong.npz: key 'part' has shape \(5, 24, 2\)"):
+    declared = r"wrong.npz: key 'part' declares shape \(5, 24, 2\)"
+    with pytest.raises(DatasetFormatError, match=declared):
         SpinDataset(wrong, folder)
     print("FAULT empty dataset, wrong 'part' shape: clear errors naming the file and key")
 
