@@ -17,7 +17,7 @@ Methods (``SMPLifyConfig.mode``):
 - ``fast``: the same schedule evaluating only the joints (the same numbers, less compute);
 - ``lm``: SPIN's objective by Levenberg-Marquardt with analytic Jacobians and per-sample
   early stopping;
-- ``anchored`` (the default of training, the demo and ``spin-fit-dataset``): ``lm`` plus
+- ``anchored`` (the default of ``spin-fit-dataset``): ``lm`` plus
   terms that keep the fit near its start; from the mean pose it runs as
   ``spin-fit-dataset --init mean`` does (``mean_start_config``: four headings, no anchors).
 

@@ -17,7 +17,7 @@ loop. These modes ship:
   much better fits; from a good start (a regressor's prediction) its converged optimum is worse
   in 3D than where SPIN's truncated Adam stops: the priors pull the converged fit to the mean
   shape and pose and the pose bends to fit keypoint noise (``tools/bench_smplify.py``).
-- ``mode="anchored"`` (the default of training, the demo and ``spin-fit-dataset``): ``"lm"``
+- ``mode="anchored"`` (the default of ``spin-fit-dataset``): ``"lm"``
   on SPIN's objective plus two terms that keep the fit near its start where the keypoints do
   not decide (:data:`ANCHOR_WEIGHTS`): converged and better in 3D than SPIN's schedule.
 
@@ -162,7 +162,7 @@ class SMPLifyConfig:
         mode: ``"faithful"`` (SPIN's Adam schedule, whole mesh), ``"fast"`` (the same schedule
             on the joints only: same fits, much faster), ``"lm"`` (SPIN's objective by
             Levenberg-Marquardt) or ``"anchored"`` (Levenberg-Marquardt on SPIN's objective plus
-            terms that keep the fit near its start: the default of training and the demo).
+            terms that keep the fit near its start).
         stages: explicit schedule; empty means ``default_stages(mode)``.
         sparse_joints: evaluate only the joints (exact, much faster than posing the mesh);
             None: False for ``"faithful"``, True otherwise.
