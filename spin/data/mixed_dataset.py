@@ -2,8 +2,11 @@
 
 Item ``i`` of epoch ``e`` comes from dataset ``d`` with probability ``ratios[d]``
 (normalised) and from a uniformly chosen sample within it; both draws are seeded by
-``(seed, e, i)``, so an epoch is reproducible. One epoch is, by default, as long as
-the largest dataset (SPIN's definition).
+``(seed, e, i)``, so an epoch is reproducible. A dataset with ``sequential = True``
+(:class:`~spin.data.endless.EndlessKeypoints`, whose samples are random draws already)
+gives item ``i`` of epoch ``e`` its sample ``(e * length + i) mod len``, so consecutive
+items share the chunks it makes them in and no sample repeats before all were used. One
+epoch is, by default, as long as the largest dataset (SPIN's definition).
 """
 
 from __future__ import annotations
@@ -83,7 +86,10 @@ class MixedDataset(Dataset):
             raise IndexError(f"index {index} out of range for a MixedDataset of {self.length}")
         rng = np.random.default_rng([self.seed, self.epoch, int(index)])
         position = int(rng.choice(len(self.datasets), p=self.probabilities))
-        return position, int(rng.integers(len(self.datasets[position])))
+        dataset = self.datasets[position]
+        if getattr(dataset, "sequential", False):  # endless data: item k is sample k
+            return position, (self.epoch * self.length + int(index)) % len(dataset)
+        return position, int(rng.integers(len(dataset)))
 
     def __getitem__(self, index: int):
         position, sample = self.source(index)

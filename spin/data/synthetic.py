@@ -702,6 +702,15 @@ def _person_box(
     rows, cols = np.nonzero(part_map)
     low = np.array([cols.min(), rows.min()], dtype=np.float64)
     high = np.array([cols.max(), rows.max()], dtype=np.float64) + 1.0  # pixel edges
+    return box_around(rng, low, high, config)
+
+
+def box_around(
+    rng: np.random.Generator, low: np.ndarray, high: np.ndarray, config: SyntheticConfig
+) -> tuple[np.ndarray, float, float]:
+    """The stored box of a visible body spanning ``low`` to ``high`` (pixels, (2,) each):
+    centre (2,), SPIN scale (side / 200) with enlargement and jitter, and the body's
+    longer side in pixels."""
     body_side = float((high - low).max())
     side = config.box_enlarge * body_side
     side *= float(np.clip(1.0 + config.box_scale_jitter * rng.standard_normal(), 0.8, 1.2))
@@ -756,13 +765,26 @@ def joint_occlusion(
     inside = (
         (pixel[:, 0] >= 0) & (pixel[:, 0] < width) & (pixel[:, 1] >= 0) & (pixel[:, 1] < height)
     )
-    inside &= joints[:, 2] > 0
     cols = np.clip(pixel[:, 0], 0, width - 1)
     rows = np.clip(pixel[:, 1], 0, height - 1)
-    label = part_map[rows, cols].astype(np.int64)
+    label = np.where(inside, part_map[rows, cols].astype(np.int64), 0)
     surface_depth = depth[rows, cols].astype(np.float64)
+    return occluded_by_surface(joints, label, surface_depth, vertices, vertex_parts, margin_m)
+
+
+def occluded_by_surface(
+    joints: np.ndarray,
+    label: np.ndarray,
+    surface_depth: np.ndarray,
+    vertices: np.ndarray,
+    vertex_parts: np.ndarray,
+    margin_m: float,
+) -> np.ndarray:
+    """:func:`joint_occlusion`'s rule given the surface the camera sees at each joint:
+    ``label`` (J,) its part + 1 (0: none, or outside the image) and ``surface_depth`` (J,),
+    metres. Returns (J,) bool."""
     # Only joints with a surface more than the margin in front can be hidden.
-    occluded = inside & (label > 0) & (surface_depth < joints[:, 2] - margin_m)
+    occluded = (joints[:, 2] > 0) & (label > 0) & (surface_depth < joints[:, 2] - margin_m)
     candidates = np.flatnonzero(occluded)
     if candidates.size:
         under_skin, own = _own_parts(joints[candidates], vertices, vertex_parts)

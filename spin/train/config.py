@@ -18,6 +18,7 @@ __all__ = [
     "AdversarialConfig",
     "DataConfig",
     "DatasetEntry",
+    "EndlessDataConfig",
     "LossConfig",
     "SyntheticDataConfig",
     "TrainConfig",
@@ -65,6 +66,41 @@ class SyntheticDataConfig:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class EndlessDataConfig:
+    """Training samples made on the fly from sampled bodies, never stored
+    (:class:`spin.data.endless.EndlessKeypoints`); only for the keypoint representations.
+    People and cameras follow ``data.synthetic`` (image size, body model); the rendered test
+    split still validates.
+
+    ``length`` distinct samples (item ``k`` of the run is sample ``k mod length``: with
+    ``length >= num_steps * batch_size`` no sample repeats); ``fraction_3d`` of them keep
+    their 3D labels; ``ratio`` is the endless set's weight beside ``data.train``'s entries.
+    A fits cache (``in_loop``) holds one record per sample, so there ``length`` is limited
+    to :data:`MAX_CACHED_ENDLESS`.
+    """
+
+    length: int = 1_000_000
+    fraction_3d: float = 1.0
+    seed: int = 1
+    ratio: float = 1.0
+    chunk: int = 32
+
+    def __post_init__(self) -> None:
+        if self.length < 1 or self.chunk < 1:
+            raise ValueError(
+                f"data.endless.length and chunk must be >= 1, got {self.length}, {self.chunk}"
+            )
+        if not 0.0 <= self.fraction_3d <= 1.0 or self.ratio < 0:
+            raise ValueError(
+                "data.endless.fraction_3d must be in [0, 1] and ratio >= 0, got "
+                f"{self.fraction_3d} and {self.ratio}"
+            )
+
+
+MAX_CACHED_ENDLESS = 200_000
+"""Largest ``data.endless.length`` a fits cache accepts (~70 MB of records)."""
+
 MIN_IMG_SIZE = 16
 """Smallest crop side the network accepts (the backbones halve it 4-5 times)."""
 
@@ -84,6 +120,7 @@ class DataConfig:
     train: tuple[DatasetEntry, ...] = ()
     val: DatasetEntry | None = None
     synthetic: SyntheticDataConfig | None = field(default_factory=SyntheticDataConfig)
+    endless: EndlessDataConfig | None = None
     img_size: int = 224
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     num_workers: int = 0
@@ -101,6 +138,18 @@ class DataConfig:
                 f"data.val_samples and data.num_workers must be >= 0, got {self.val_samples} "
                 f"and {self.num_workers}"
             )
+        if self.endless is not None:
+            if self.input_representation not in ("keypoints", "keypoint_heatmaps"):
+                raise ValueError(
+                    "data.endless makes keypoint samples without images: it needs "
+                    "data.input_representation=keypoints or keypoint_heatmaps, got "
+                    f"{self.input_representation}"
+                )
+            if self.synthetic is None:
+                raise ValueError(
+                    "data.endless samples people as data.synthetic does (and validates on its "
+                    "test split): data.synthetic must be set"
+                )
 
 
 @dataclass(frozen=True)
@@ -195,6 +244,17 @@ class TrainConfig:
             raise ValueError(f"lr_final_fraction must be in [0, 1], got {self.lr_final_fraction}")
         if self.grad_clip_norm is not None and not self.grad_clip_norm > 0.0:
             raise ValueError(f"grad_clip_norm must be positive or null, got {self.grad_clip_norm}")
+        endless = self.data.endless
+        if endless is not None and self.mode == "static_fits":
+            raise ValueError(
+                "mode=static_fits reads fits made beforehand over a dataset on disk; endless "
+                "samples are made on the fly (use regression_only or in_loop)"
+            )
+        if endless is not None and self.mode == "in_loop" and endless.length > MAX_CACHED_ENDLESS:
+            raise ValueError(
+                f"mode=in_loop keeps a fit per sample: data.endless.length must be <= "
+                f"{MAX_CACHED_ENDLESS}, got {endless.length}"
+            )
 
 
 def resolve_input_channels(config: TrainConfig) -> TrainConfig:

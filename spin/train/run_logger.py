@@ -33,14 +33,15 @@ def panel_images(
     last, body_model, samples: int = PANEL_SAMPLES, representation: str = "rgb"
 ) -> np.ndarray:
     """A grid: for a few samples of the last batch, the input crop, the predicted mesh over
-    it and (in the loop) the SMPLify fit over it. ``last`` = (batch, prediction, body, fit).
+    it and (in the loop) the SMPLify fit over it. ``last`` = (batch, prediction, fit); the
+    meshes are posed here, for the samples shown only (training itself needs joints alone).
     A part-map or heatmap input (``representation``) is shown in colour
     (:func:`spin.data.representations.input_to_rgb`)."""
     from spin.data.representations import input_to_rgb
     from spin.render.figures import grid_image
     from spin.render.mesh_renderer import MeshRenderer
 
-    batch, prediction, body, fit = last
+    batch, prediction, fit = last
     count = min(samples, batch["img"].shape[0])
     pictures = [input_to_rgb(batch["img"][i], representation) for i in range(count)]
     # Tiles of at least MIN_TILE_PX, so that small training crops stay readable.
@@ -54,8 +55,13 @@ def panel_images(
     intrinsics = _crop_camera(size)
     faces = np.asarray(body_model.faces)
     fit_vertices = None
-    if fit is not None:
-        with torch.no_grad():
+    with torch.no_grad():
+        pred_vertices = body_model(
+            pose_rotmats=prediction.pose_rotmats[:count].detach(),
+            betas=prediction.betas[:count].detach(),
+            transl=prediction.cam_t[:count].detach(),
+        ).vertices
+        if fit is not None:
             fit_vertices = body_model(
                 pose_rotvecs=fit.pose_rotvecs[:count],
                 betas=fit.betas[:count],
@@ -66,7 +72,7 @@ def panel_images(
         for i, image in enumerate(pictures):
             tiles.append(image)
             labels.append("input")
-            vertices = body.vertices[i].detach().cpu().numpy()
+            vertices = pred_vertices[i].cpu().numpy()
             tiles.append(renderer.render(vertices, faces, intrinsics, PRED_COLOR, image, 0.8))
             labels.append("prediction")
             if fit_vertices is not None:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from spin.body.layer import BodyModel, BodyOutput
+from spin.body.sparse import SparseJointModel, SparseJoints
 from spin.fitting.fits_cache import CachedFits, FitsCache, supervision_from_cache
 from spin.fitting.smplify import SMPLify
 from spin.geometry import (
@@ -71,8 +72,12 @@ def camera_scale_penalty(scale: Tensor) -> Tensor:
     return torch.where(scale >= 0.0, torch.exp(-rate * scale.clamp(min=0.0)), 1.0 - rate * scale)
 
 
-def regress(model: HMR, images: Tensor, body_model: BodyModel) -> tuple[HMROutput, BodyOutput]:
-    """Network prediction and the body it describes (in the crop camera frame)."""
+def regress(
+    model: HMR, images: Tensor, body_model: BodyModel | SparseJointModel
+) -> tuple[HMROutput, BodyOutput | SparseJoints]:
+    """Network prediction and the body it describes (in the crop camera frame): the posed
+    mesh from a :class:`BodyModel`, the joints alone from a :class:`SparseJointModel` (all
+    that :func:`compute_losses` needs, at a fraction of the cost)."""
     prediction = model(images)
     return prediction, predict_body(prediction, body_model)
 
@@ -131,7 +136,7 @@ def select_supervision(batch: dict, fits: CachedFits | None, cache_config) -> Su
 
 def compute_losses(
     prediction: HMROutput,
-    body: BodyOutput,
+    body: BodyOutput | SparseJoints,
     batch: dict,
     supervision: Supervision,
     weights: LossConfig,

@@ -23,7 +23,9 @@ from tqdm import tqdm
 
 from spin.body import load_body_model
 from spin.body.joint_conventions import H36M_TO_LSP14
+from spin.body.sparse import SparseJointModel
 from spin.config import config_to_dict
+from spin.data.endless import EndlessKeypoints
 from spin.data.mixed_dataset import MixedDataset
 from spin.data.spin_dataset import SpinDataset
 from spin.eval.metrics import (
@@ -134,21 +136,34 @@ def _differences(stored: dict, current: dict, keys: tuple[str, ...]) -> list[str
     ]
 
 
-def ensure_synthetic_data(config: TrainConfig) -> tuple[list[DatasetEntry], DatasetEntry]:
-    """The synthetic train/test splits, generated with the data config when missing."""
-    synthetic = config.data.synthetic
-    out_dir = Path(synthetic.out_dir)
-    from spin.data.synthetic import SyntheticConfig, generate_synthetic
+def synthetic_config(config: TrainConfig):
+    """The :class:`~spin.data.synthetic.SyntheticConfig` of ``data.synthetic`` (all of its
+    samples labelled; training hides labels itself)."""
+    from spin.data.synthetic import SyntheticConfig
 
-    base = SyntheticConfig(
+    synthetic = config.data.synthetic
+    return SyntheticConfig(
         image_size=(synthetic.image_size, synthetic.image_size),
         body_model=synthetic.body_model,
         seed=synthetic.seed,
+        fraction_3d=1.0,
     )
+
+
+def ensure_synthetic_data(
+    config: TrainConfig, splits: tuple[str, ...] = ("train", "test")
+) -> tuple[list[DatasetEntry], DatasetEntry]:
+    """The synthetic train/test splits, generated with the data config when missing (only
+    the ``splits`` asked for; without "train" the list of train entries is empty)."""
+    synthetic = config.data.synthetic
+    out_dir = Path(synthetic.out_dir)
+    from spin.data.synthetic import generate_synthetic
+
+    base = synthetic_config(config)
     for split, num in {"train": synthetic.num_train, "test": synthetic.num_test}.items():
-        if not (out_dir / f"{split}.npz").exists():
+        if split in splits and not (out_dir / f"{split}.npz").exists():
             print(f"generating {num} synthetic {split} samples in {out_dir} (first run only)")
-            generate_synthetic(replace(base, fraction_3d=1.0), num, out_dir, split=split)
+            generate_synthetic(base, num, out_dir, split=split)
     parts = str(out_dir / "parts")  # the renderer's exact part maps
     train = DatasetEntry(
         "synthetic",
@@ -158,7 +173,7 @@ def ensure_synthetic_data(config: TrainConfig) -> tuple[list[DatasetEntry], Data
         part_maps=parts,
     )
     test = DatasetEntry("synthetic_test", str(out_dir / "test.npz"), str(out_dir), part_maps=parts)
-    return [train], test
+    return ([train] if "train" in splits else []), test
 
 
 def _collate(items: list[dict]) -> dict:
@@ -249,6 +264,9 @@ class Trainer:
 
         self.body_model = load_body_model(config.body_model).to(self.device, self.dtype)
         self.model = build_hmr(config.hmr, self.body_model).to(self.device, self.dtype)
+        # The losses need the joints alone: posing the mesh (13k vertices for the open
+        # model) would cost more than a small backbone's whole step.
+        self.joint_model = SparseJointModel(self.body_model)
         # The model as spin-eval and spin-demo will see it once saved: validation goes
         # through the same prediction API (inputs, prediction) as they do.
         self.predictor = Predictor(
@@ -267,11 +285,14 @@ class Trainer:
             self.adversarial.corpus = self.adversarial.corpus.to(self.dtype)
 
         train_entries, val_entry = list(config.data.train), config.data.val
-        if not train_entries:
+        endless = config.data.endless
+        if not train_entries and (endless is None or val_entry is None):
             if config.data.synthetic is None:
                 raise ValueError("data.train is empty and data.synthetic is null: no data")
+            # Endless samples need the rendered test split alone (validation).
+            splits = ("test",) if endless is not None else ("train", "test")
             with main_first(self.distributed):  # rank 0 generates missing data
-                train_entries, synthetic_val = ensure_synthetic_data(config)
+                train_entries, synthetic_val = ensure_synthetic_data(config, splits)
             val_entry = val_entry or synthetic_val
         self.train_sets = [
             SpinDataset(
@@ -292,9 +313,24 @@ class Trainer:
         for dataset, entry in zip(self.train_sets, train_entries, strict=True):
             if entry.fraction_3d is not None:
                 dataset.keep_3d_labels(entry.fraction_3d, seed=config.seed)
+        ratios = [e.ratio for e in train_entries]
+        if endless is not None:
+            self.train_sets.append(
+                EndlessKeypoints(
+                    synthetic_config(config),
+                    endless.length,
+                    fraction_3d=endless.fraction_3d,
+                    img_size=config.data.img_size,
+                    input_representation=config.data.input_representation,
+                    heatmap_sigma=config.data.heatmap_sigma,
+                    seed=endless.seed,
+                    chunk=endless.chunk,
+                )
+            )
+            ratios.append(endless.ratio)
         self.train_data = MixedDataset(
             self.train_sets,
-            [e.ratio for e in train_entries],
+            ratios,
             length=config.num_steps * config.batch_size,
             seed=config.seed,
         )
@@ -406,7 +442,7 @@ class Trainer:
         batch = _to(batch, self.device, self.dtype)
         timings = {}
         start = time.perf_counter()
-        prediction, body = steps.regress(self.train_model, batch["img"], self.body_model)
+        prediction, body = steps.regress(self.train_model, batch["img"], self.joint_model)
         timings["time/forward"] = time.perf_counter() - start
 
         fits = None
@@ -471,7 +507,7 @@ class Trainer:
         scalars["supervision/fraction"] = float(supervision.valid.float().mean())
         scalars.update(stats)
         scalars.update(timings)
-        self._last = (batch, prediction, body, result)
+        self._last = (batch, prediction, result)
         return scalars
 
     def _clip_gradients(self) -> float:
@@ -633,7 +669,7 @@ class Trainer:
                     tqdm.write(format_validation(self.step, val))
                     metrics.update(val)
         for dataset in self.train_sets:
-            if dataset.skipped:
+            if getattr(dataset, "skipped", 0):
                 print(dataset.summary())
         self.logger.finish()
         if self.distributed.is_main:

@@ -133,3 +133,42 @@ def test_the_regressor_learns_a_few_fully_supervised_samples(tmp_path, seed):
     after = trainer.run()["val/pa_mpjpe_mm"]
     print(f"PA-MPJPE before {before:.1f} mm, after {after:.1f} mm")
     assert after < 0.5 * before, (before, after)
+
+
+ENDLESS = [
+    "data.input_representation=keypoints",
+    "hmr.backbone.name=mlp",
+    "data.endless.length=64",
+    "data.endless.fraction_3d=0.5",
+    "data.endless.chunk=4",
+]
+
+
+@pytest.mark.parametrize("mode", ["regression_only", "in_loop"])
+def test_two_steps_on_endless_samples(data_dir, tmp_path, mode):
+    """Endless keypoint samples train in both modes that can use them; only the rendered
+    test split is made (validation), no rendered train split."""
+    config = tiny_config(data_dir / mode, tmp_path, f"mode={mode}", *ENDLESS)
+    trainer = Trainer(config, progress=False)
+    assert [type(d).__name__ for d in trainer.train_sets] == ["EndlessKeypoints"]
+    metrics = trainer.run()
+    assert trainer.step == 2 and torch.isfinite(torch.tensor(metrics["loss/total"]))
+    assert "val/pa_mpjpe_mm" in metrics
+    assert (data_dir / mode / "test.npz").exists()
+    assert not (data_dir / mode / "train.npz").exists()
+    if mode == "in_loop":
+        assert metrics["cache/fraction_with_fit"] > 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.input_representation=rgb", "data.endless.length=10"], "data.endless"),
+        ([*ENDLESS, "mode=static_fits"], "static_fits"),
+        ([*ENDLESS, "mode=in_loop", "data.endless.length=1000000"], "data.endless.length"),
+        ([*ENDLESS, "data.synthetic=null"], "data.synthetic"),
+    ],
+)
+def test_endless_config_errors(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(tmp_path, tmp_path, *overrides)
