@@ -63,6 +63,22 @@ def _remove_failed_start(run_dir: Path, existed: bool) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def held_out_summary(metrics: dict, run_dir: Path) -> str:
+    """The run's result in words: the validation set's errors against the mean pose's, and
+    how to refine them."""
+    from spin.train.checkpoint import CHECKPOINT_NAME
+
+    error, reference = metrics["val/pa_mpjpe_mm"], metrics["val/mean_pose_pa_mpjpe_mm"]
+    change = 100.0 * (error - reference) / reference
+    verdict = "better" if change < 0 else "WORSE"
+    return (
+        f"validation (held-out people): PA-MPJPE {error:.1f} mm, "
+        f"MPJPE {metrics['val/mpjpe_mm']:.1f} mm; "
+        f"the mean pose scores {reference:.1f} mm PA-MPJPE ({abs(change):.0f}% {verdict}).\n"
+        f"with SMPLify refinement: spin-eval --checkpoint {run_dir / CHECKPOINT_NAME} --refine"
+    )
+
+
 @reported("spin-train")
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -93,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             k: round(v, 4) for k, v in metrics.items() if k.startswith(("val/", "loss/total"))
         }
         print(f"done: {trainer.run_dir} at step {trainer.step} {summary}")
+        if "val/pa_mpjpe_mm" in metrics:
+            print(held_out_summary(metrics, trainer.run_dir))
     return 0
 
 

@@ -172,3 +172,15 @@ def test_two_steps_on_endless_samples(data_dir, tmp_path, mode):
 def test_endless_config_errors(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(tmp_path, tmp_path, *overrides)
+
+
+def test_spin_train_ends_with_the_held_out_result_in_words(data_dir, tmp_path, capsys):
+    from spin.cli.train import main
+
+    args = ["--config", str(REPO / "configs" / "tiny.yaml"), "--no-progress"]
+    args += [f"data.synthetic.out_dir={data_dir}", f"run_dir={tmp_path}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "validation (held-out people): PA-MPJPE" in out
+    assert "the mean pose scores" in out
+    assert f"spin-eval --checkpoint {tmp_path / 'tiny' / 'checkpoint.pt'} --refine" in out
