@@ -1,5 +1,5 @@
 # One entry point for set-up, the main job and the tests.
-#   make train  - set up (if needed) and train SPIN on the synthetic data (the main job)
+#   make train  - set up (if needed) and train the keypoint regressor on endless synthetic people (the main job, ~25 min)
 #   make demo   - set up (if needed) and pose the open body model into outputs/open_body.png
 #   make test   - set up (if needed) and run the test suite (offline, ~minutes on 2 cores)
 #   make lock   - refresh requirements-lock.txt from pyproject.toml's ranges (then run make test)
@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml $(LOCK)
 setup: $(STAMP)
 
 train: $(STAMP)
-	$(VENV)/bin/spin-train --config configs/synthetic_spin.yaml
+	$(VENV)/bin/spin-train --config configs/synthetic_keypoints.yaml
 
 demo: $(STAMP)
 	$(VENV)/bin/spin-show-body --out outputs/open_body.png

@@ -102,24 +102,34 @@ def surface_at_points(
         float64 (perspective-correct, metres; 0 where uncovered).
     """
     corners = _project(vertices, intrinsics)[faces]  # (F, 3, 2)
-    inverse_depth = 1.0 / vertices[faces][..., 2]  # (F, 3)
-    origin = corners[:, 0]
-    edge1, edge2 = corners[:, 1] - origin, corners[:, 2] - origin
-    area = edge1[:, 0] * edge2[:, 1] - edge1[:, 1] * edge2[:, 0]  # (F,) twice the signed area
+    # Only the (point, triangle) pairs whose bounding box holds the point are tested.
+    a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
+    low = np.minimum(np.minimum(a, b), c).T  # (2, F); numpy's min over a short axis is slow
+    high = np.maximum(np.maximum(a, b), c).T
+    x, y = points_2d[:, :1], points_2d[:, 1:]
+    inside_box = (x >= low[0]) & (x <= high[0]) & (y >= low[1]) & (y <= high[1])
+    point, face = np.nonzero(inside_box)
+    origin = corners[face, 0]
+    edge1, edge2 = corners[face, 1] - origin, corners[face, 2] - origin
+    area = edge1[:, 0] * edge2[:, 1] - edge1[:, 1] * edge2[:, 0]  # twice the signed area
     usable = np.abs(area) > 1e-12
     area = np.where(usable, area, 1.0)
-    offset = points_2d[:, None, :] - origin[None]  # (J, F, 2)
-    w1 = (offset[..., 0] * edge2[:, 1] - offset[..., 1] * edge2[:, 0]) / area
-    w2 = (edge1[:, 0] * offset[..., 1] - edge1[:, 1] * offset[..., 0]) / area
+    offset = points_2d[point] - origin
+    w1 = (offset[:, 0] * edge2[:, 1] - offset[:, 1] * edge2[:, 0]) / area
+    w2 = (edge1[:, 0] * offset[:, 1] - edge1[:, 1] * offset[:, 0]) / area
     w0 = 1.0 - w1 - w2
-    covered = usable & (w0 >= 0) & (w1 >= 0) & (w2 >= 0)  # (J, F)
+    covered = usable & (w0 >= 0) & (w1 >= 0) & (w2 >= 0)
+    inverse_depth = 1.0 / vertices[faces[face], 2]  # (P, 3)
     inverse = w0 * inverse_depth[:, 0] + w1 * inverse_depth[:, 1] + w2 * inverse_depth[:, 2]
-    inverse = np.where(covered, inverse, 0.0)
-    nearest = inverse.argmax(axis=1)  # the largest 1 / z is the nearest surface
-    rows = np.arange(len(points_2d))
-    hit = covered[rows, nearest]
-    label = np.where(hit, face_labels[nearest], 0)
-    depth = np.where(hit, 1.0 / np.where(hit, inverse[rows, nearest], 1.0), 0.0)
+    point, face, inverse = point[covered], face[covered], inverse[covered]
+    # The nearest surface has the largest 1 / z: per point, the last of an ascending sort.
+    order = np.lexsort((inverse, point))
+    point, face, inverse = point[order], face[order], inverse[order]
+    last = np.flatnonzero(np.append(point[1:] != point[:-1], True)) if point.size else point
+    label = np.zeros(len(points_2d), dtype=np.int64)
+    depth = np.zeros(len(points_2d))
+    label[point[last]] = face_labels[face[last]]
+    depth[point[last]] = 1.0 / inverse[last]
     return label.astype(np.int64), depth
 
 
