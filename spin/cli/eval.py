@@ -119,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
         "frame; 1 otherwise)",
     )
     parser.add_argument(
+        "--keypoints",
+        choices=("dataset", "detected"),
+        default="dataset",
+        help="2D keypoints for keypoint inputs and --refine: the file's (default) or "
+        "MediaPipe's, run on every sample's image in its person box (the protocol a photo "
+        "gets; the detected copy is kept as OUT/<file>_mediapipe.npz and reused)",
+    )
+    parser.add_argument(
         "--refine",
         action="store_true",
         help="also report the errors after SMPLify, initialised from each prediction, fits "
@@ -227,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--dataset {args.dataset!r}: choose one of {', '.join(PRESETS)} or give a "
                 "SPIN-format .npz file"
             )
+        out = args.out if args.out is not None else args.checkpoint.parent / OUT_SUBFOLDER
         report = evaluate(
             args.checkpoint,
             data,
@@ -242,12 +251,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_workers=args.workers,
             mean_pose=args.baseline == "mean-pose",
             part_maps=args.part_maps,
+            keypoints=args.keypoints,
+            detected_dir=out,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"spin-eval: {error}", file=sys.stderr)
         return EXIT_FAILURE
     print(format_table(report))
-    out = args.out if args.out is not None else args.checkpoint.parent / OUT_SUBFOLDER
     json_path, png_path = write_all_or_none(  # both or neither (e.g. on a full disk)
         [
             lambda: save_json(report, out / f"eval_{protocol.name}.json"),

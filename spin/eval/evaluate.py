@@ -52,6 +52,7 @@ from spin.atomic import atomic_write_bytes, atomic_write_text
 from spin.body import BodyModel, load_body_model
 from spin.body.loading import SMPL_DIR_ENV
 from spin.data.formats import load_spin_npz
+from spin.eval.detected import DETECTED_DESCRIPTION, detected_keypoints_file
 from spin.eval.metrics import M_TO_MM, center_on, per_joint_errors, pve
 from spin.eval.protocols import (
     GENDERED_CODES,
@@ -83,6 +84,8 @@ __all__ = [
 ]
 
 NEUTRAL_CODE = "n"
+KEYPOINT_SOURCES = ("dataset", "detected")
+"""Where 2D keypoints come from: the dataset file's, or MediaPipe's on its images."""
 HISTOGRAM_BINS = 40
 
 
@@ -585,6 +588,8 @@ def evaluate(
     num_workers: int = 0,
     mean_pose: bool = False,
     part_maps: str | os.PathLike | None = None,
+    keypoints: str = "dataset",
+    detected_dir: str | os.PathLike | None = None,
 ) -> EvalReport:
     """Evaluate a checkpoint on the samples ``protocol`` selects from a dataset file.
 
@@ -607,6 +612,11 @@ def evaluate(
         mean_pose: also score the mean-pose reference on the same samples and protocol.
         part_maps: the folder of the file's part maps, for a checkpoint trained on
             ``part_segmentation`` inputs (there is no segmenter to make them from images).
+        keypoints: ``"dataset"`` (the file's 2D keypoints) or ``"detected"`` (MediaPipe's,
+            run on the images: :mod:`spin.eval.detected`); they make keypoint inputs and
+            are what SMPLify refines against.
+        detected_dir: where the detected copy of the file is kept (default: the
+            checkpoint's ``eval`` folder).
 
     Raises:
         BodyModelMismatchError: ``body_model`` is not the kind the checkpoint was trained with.
@@ -618,6 +628,8 @@ def evaluate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+    if keypoints not in KEYPOINT_SOURCES:
+        raise ValueError(f"keypoints must be one of {KEYPOINT_SOURCES}, got {keypoints!r}")
     start = time.perf_counter()
     loaded = load_predictor(checkpoint, body_model, device)
     if dataset_npz is None:
@@ -627,6 +639,9 @@ def evaluate(
     image_folder = Path(image_folder) if image_folder is not None else dataset_npz.parent
     if not dataset_npz.is_file():
         raise FileNotFoundError(f"no dataset file {dataset_npz}")
+    if keypoints == "detected":
+        cache = Path(checkpoint).parent / "eval" if detected_dir is None else detected_dir
+        dataset_npz = detected_keypoints_file(dataset_npz, image_folder, cache, progress)
 
     arrays = load_spin_npz(dataset_npz, validate=False)
     selection = select_samples(arrays, protocol)
@@ -664,6 +679,8 @@ def evaluate(
         notes.extend(gt.notes)
     for deviation in deviations(protocol):
         notes.append(f"non-standard setting: {deviation}")
+    if keypoints == "detected":
+        notes.append(DETECTED_DESCRIPTION)
 
     body = loaded.body_model
     like = body.v_template

@@ -1,0 +1,95 @@
+"""Evaluation on detected keypoints: a dataset's 2D keypoints replaced by MediaPipe's.
+
+A keypoint-input network is trained on the synthetic generator's detector-like keypoints;
+on a photo it gets MediaPipe's. ``spin-eval --keypoints detected`` measures what that costs:
+MediaPipe's legacy BlazePose model (as ``spin-demo`` runs it) is run on every sample's image,
+inside the sample's square person box (the dataset's ``center``/``scale``, clipped to the
+image), and its 33 landmarks, mapped to SPIN's 49 keypoints by the points they denote,
+replace the file's ``openpose`` and ``part`` blocks (landmark visibility as confidence in the
+first, a 0/1 flag in the second, as the format wants; 0 where MediaPipe found nobody).
+Everything else (boxes, ground truth) is the file's. The network's input and SMPLify's
+refinement then both use the detected keypoints only.
+
+The detected copy is written once per dataset file and reused while it is newer than the
+file (:func:`detected_keypoints_file`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from spin.body.joint_conventions import SPIN_49, convert
+from spin.data.augment import BOX_SIZE_PER_SCALE
+from spin.data.formats import load_spin_npz, save_spin_npz
+from spin.data.representations import NUM_OPENPOSE
+
+PART_VISIBLE = 0.5
+"""Landmarks MediaPipe maps to the ground-truth block (its hips, by SPIN's 49 points) are
+kept, with flag 1, when its visibility is at least this; the OpenPose block keeps the
+visibility as confidence."""
+
+__all__ = ["DETECTED_DESCRIPTION", "detect_dataset_keypoints", "detected_keypoints_file"]
+
+DETECTED_DESCRIPTION = (
+    "2D keypoints detected by MediaPipe (legacy BlazePose, model_complexity 1) in each "
+    "sample's person box, not the file's"
+)
+
+
+def detect_dataset_keypoints(
+    npz_path: str | os.PathLike,
+    image_folder: str | os.PathLike,
+    out_path: str | os.PathLike,
+    progress: bool = True,
+) -> Path:
+    """Write a copy of a SPIN-format file whose 2D keypoints are MediaPipe's (module
+    docstring; where MediaPipe finds nobody, all keypoints are zero). Returns its path.
+
+    Raises:
+        ImportError: MediaPipe is not installed (the message says how to install it).
+        FileNotFoundError: an image is missing.
+    """
+    from spin.demo.keypoints import detect_mediapipe
+
+    arrays = dict(load_spin_npz(npz_path, validate=False))
+    image_folder = Path(image_folder)
+    num = len(arrays["imgname"])
+    spin49 = np.zeros((num, SPIN_49.num_joints, 3))
+    names = tqdm(arrays["imgname"], desc="MediaPipe keypoints", disable=not progress)
+    for row, name in enumerate(names):
+        path = image_folder / str(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"no image {path} (sample {row} of {npz_path})")
+        image = np.asarray(Image.open(path).convert("RGB"))
+        center = np.asarray(arrays["center"][row], dtype=np.float64)
+        half = 0.5 * float(arrays["scale"][row]) * BOX_SIZE_PER_SCALE
+        box = (center[0] - half, center[1] - half, center[0] + half, center[1] + half)
+        spin49[row] = convert(detect_mediapipe(image, box), "mediapipe33", SPIN_49)
+    arrays["openpose"] = spin49[:, :NUM_OPENPOSE]
+    part = spin49[:, NUM_OPENPOSE:]
+    # The format's ground-truth block holds 0/1 visibility flags, not scores.
+    part[..., 2] = (part[..., 2] >= PART_VISIBLE).astype(np.float64)
+    part[part[..., 2] == 0] = 0.0
+    arrays["part"] = part
+    return save_spin_npz(out_path, **arrays)
+
+
+def detected_keypoints_file(
+    npz_path: str | os.PathLike,
+    image_folder: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    progress: bool = True,
+) -> Path:
+    """The detected copy of ``npz_path`` in ``cache_dir`` (``<stem>_mediapipe.npz``), made
+    when missing or older than the file."""
+    npz_path = Path(npz_path)
+    out = Path(cache_dir) / f"{npz_path.stem}_mediapipe.npz"
+    if out.is_file() and out.stat().st_mtime >= npz_path.stat().st_mtime:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return detect_dataset_keypoints(npz_path, image_folder, out, progress)
