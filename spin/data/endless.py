@@ -61,6 +61,8 @@ from spin.data.synthetic import (
     body_template,
     box_around,
     detector_keypoints,
+    ground_truth_keypoints,
+    in_image,
     occluded_by_surface,
 )
 
@@ -333,16 +335,10 @@ class EndlessKeypoints(torch.utils.data.Dataset):
         # renderer's part map spans, to within a pixel).
         center, scale, body_side = box_around(rng, low, high, config)
         openpose_3d, openpose_2d = cam_joints[:NUM_OPENPOSE], joints_2d[:NUM_OPENPOSE]
-        in_image = (
-            (openpose_2d[:, 0] >= 0)
-            & (openpose_2d[:, 0] < width)
-            & (openpose_2d[:, 1] >= 0)
-            & (openpose_2d[:, 1] < height)
-        )
         label, depth = surface_at_points(
             openpose_2d, cam_vertices, template.faces, template.face_parts + 1, intrinsics
         )
-        label = np.where(in_image, label, 0)
+        label = np.where(in_image(openpose_2d, config.image_size), label, 0)
         occluded = occluded_by_surface(
             openpose_3d,
             label,
@@ -354,15 +350,8 @@ class EndlessKeypoints(torch.utils.data.Dataset):
         openpose = detector_keypoints(
             rng, joints_2d[:NUM_OPENPOSE], occluded, body_side, config.image_size, config
         )
-        gt_2d, gt_3d = joints_2d[NUM_OPENPOSE:], cam_joints[NUM_OPENPOSE:]
-        visible = (
-            (gt_2d[:, 0] >= 0)
-            & (gt_2d[:, 0] < width)
-            & (gt_2d[:, 1] >= 0)
-            & (gt_2d[:, 1] < height)
-            & (gt_3d[:, 2] > 0)
-        )
-        part = np.concatenate([gt_2d, visible[:, None].astype(np.float64)], axis=1)
+        gt_3d = cam_joints[NUM_OPENPOSE:]
+        part = ground_truth_keypoints(joints_2d[NUM_OPENPOSE:], gt_3d, config.image_size)
         keypoints_orig = np.concatenate([openpose, part])
 
         size = self.img_size

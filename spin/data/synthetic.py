@@ -795,6 +795,22 @@ def occluded_by_surface(
     return occluded
 
 
+def in_image(points_2d: np.ndarray, image_size: Sequence[int]) -> np.ndarray:
+    """(N,) bool: which (N, 2) pixel positions fall inside a ``(width, height)`` image."""
+    width, height = image_size
+    x, y = points_2d[:, 0], points_2d[:, 1]
+    return (x >= 0) & (x < width) & (y >= 0) & (y < height)
+
+
+def ground_truth_keypoints(
+    joints_2d: np.ndarray, joints_3d: np.ndarray, image_size: Sequence[int]
+) -> np.ndarray:
+    """SPIN's ground-truth 2D block (J, 3): the projected joints, flagged 1 where they are in
+    the image and in front of the camera."""
+    visible = in_image(joints_2d, image_size) & (joints_3d[:, 2] > 0)
+    return np.concatenate([joints_2d, visible[:, None].astype(np.float64)], axis=1)
+
+
 def detector_keypoints(
     rng: np.random.Generator,
     joints_2d: np.ndarray,
@@ -1062,15 +1078,7 @@ def _make_sample(
         config.occlusion_margin_m,
     )
     openpose = detector_keypoints(rng, openpose_2d, occluded, body_side, config.image_size, config)
-    width, height = config.image_size
-    visible = (
-        (gt_2d[:, 0] >= 0)
-        & (gt_2d[:, 0] < width)
-        & (gt_2d[:, 1] >= 0)
-        & (gt_2d[:, 1] < height)
-        & (gt_3d[:, 2] > 0)
-    )
-    part = np.concatenate([gt_2d, visible[:, None].astype(np.float64)], axis=1)
+    part = ground_truth_keypoints(gt_2d, gt_3d, config.image_size)
 
     image_name = f"images/{name}.jpg"
     Image.fromarray(image).save(
@@ -1085,7 +1093,7 @@ def _make_sample(
         ground_truth = {key: np.zeros_like(value) for key, value in ground_truth.items()}
     record = {
         "imgname": image_name,
-        "image_size": np.array([width, height], dtype=np.int64),
+        "image_size": np.array(config.image_size, dtype=np.int64),
         "center": center,
         "scale": scale,
         "part": part,
