@@ -60,6 +60,7 @@ from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from spin.body import BodyModel, load_body_model
+from spin.body.joint_conventions import flip_permutation
 from spin.body.pose_sampler import sample_poses
 from spin.data.formats import BOX_UNIT, load_spin_npz, save_spin_npz
 from spin.render.figures import grid_image
@@ -235,6 +236,12 @@ class SyntheticConfig:
             missed; the others get low confidence and ``occluded_noise_scale`` times
             the noise.
         occluded_noise_scale: see ``occluded_drop_prob``.
+        keypoint_outlier_prob: probability that a kept keypoint is a gross error, moved by
+            :data:`OUTLIER_DISTANCE` times the body's box side in a random direction
+            (MediaPipe on the synthetic renders: 3.3% of points off by more than 20% of the
+            box). 0 by default: the rendered splits do not draw it.
+        keypoint_swap_prob: probability that a left/right pair (shoulders, elbows, ...)
+            is swapped, as detectors do (MediaPipe on the renders: 5.7% of limb pairs).
         occlusion_margin_m: a surface must be this far in front of a joint (beyond the
             joint's own depth under its skin) to hide it.
         jpeg_quality: JPEG quality of the images.
@@ -272,6 +279,8 @@ class SyntheticConfig:
     keypoint_drop_prob: float = 0.05
     occluded_drop_prob: float = 0.5
     occluded_noise_scale: float = 2.0
+    keypoint_outlier_prob: float = 0.0
+    keypoint_swap_prob: float = 0.0
     occlusion_margin_m: float = 0.05
     jpeg_quality: int = 90
     write_part_maps: bool = True
@@ -299,6 +308,8 @@ class SyntheticConfig:
             "fraction_3d",
             "keypoint_drop_prob",
             "occluded_drop_prob",
+            "keypoint_outlier_prob",
+            "keypoint_swap_prob",
         ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -811,6 +822,12 @@ def ground_truth_keypoints(
     return np.concatenate([joints_2d, visible[:, None].astype(np.float64)], axis=1)
 
 
+OUTLIER_DISTANCE = (0.2, 0.5)
+"""A gross keypoint error moves the point by this fraction of the body's box side."""
+
+_OPENPOSE_FLIP = np.array(flip_permutation("openpose25"))
+
+
 def detector_keypoints(
     rng: np.random.Generator,
     joints_2d: np.ndarray,
@@ -826,12 +843,27 @@ def detector_keypoints(
     ``occluded_drop_prob``, else get ``occluded_noise_scale`` times the noise and a
     confidence in :data:`OCCLUDED_CONFIDENCE`; any is missed with
     ``keypoint_drop_prob``. Dropped joints and those outside the image are (0, 0, 0).
+    Optionally (probabilities 0 by default, and then nothing is drawn, so the random
+    stream is unchanged), gross outliers (``keypoint_outlier_prob``) and left/right swaps
+    (``keypoint_swap_prob``, BODY_25 pairs) as real detectors make them.
     """
     num = len(joints_2d)
     width, height = image_size
     noise_std = config.keypoint_noise * body_side_px
     scale = np.where(occluded, config.occluded_noise_scale, 1.0)
     points = joints_2d + noise_std * scale[:, None] * rng.standard_normal((num, 2))
+    if config.keypoint_outlier_prob > 0:
+        outlier = rng.random(num) < config.keypoint_outlier_prob
+        angle = rng.uniform(0.0, 2.0 * np.pi, num)
+        distance = rng.uniform(*OUTLIER_DISTANCE, num) * body_side_px
+        shift = distance[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+        points = np.where(outlier[:, None], points + shift, points)
+    if config.keypoint_swap_prob > 0 and num == len(_OPENPOSE_FLIP):
+        swapped = rng.random(num) < config.keypoint_swap_prob
+        swapped &= _OPENPOSE_FLIP != np.arange(num)  # midline points have no partner
+        first = swapped & (np.arange(num) < _OPENPOSE_FLIP)  # decide once per pair
+        swap = first | first[_OPENPOSE_FLIP]
+        points = np.where(swap[:, None], points[_OPENPOSE_FLIP], points)
     confidence = np.where(
         occluded, rng.uniform(*OCCLUDED_CONFIDENCE, num), rng.uniform(*VISIBLE_CONFIDENCE, num)
     )

@@ -75,7 +75,9 @@ class EndlessDataConfig:
 
     ``length`` distinct samples (item ``k`` of the run is sample ``k mod length``: with
     ``length >= num_steps * batch_size`` no sample repeats); ``fraction_3d`` of them keep
-    their 3D labels; ``ratio`` is the endless set's weight beside ``data.train``'s entries.
+    their 3D labels; ``ratio`` is the endless set's weight beside ``data.train``'s entries;
+    ``outlier_prob`` and ``swap_prob`` add a real detector's gross errors and left/right swaps
+    to the keypoints (``SyntheticConfig.keypoint_outlier_prob`` / ``keypoint_swap_prob``).
     A fits cache (``in_loop``) holds one record per sample, so there ``length`` is limited
     to :data:`MAX_CACHED_ENDLESS`.
     """
@@ -85,6 +87,8 @@ class EndlessDataConfig:
     seed: int = 1
     ratio: float = 1.0
     chunk: int = 32
+    outlier_prob: float = 0.0
+    swap_prob: float = 0.0
 
     def __post_init__(self) -> None:
         if self.length < 1 or self.chunk < 1:
@@ -96,6 +100,12 @@ class EndlessDataConfig:
                 "data.endless.fraction_3d must be in [0, 1] and ratio >= 0, got "
                 f"{self.fraction_3d} and {self.ratio}"
             )
+        for name in ("outlier_prob", "swap_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(
+                    f"data.endless.{name} must be a probability in [0, 1], got "
+                    f"{getattr(self, name)}"
+                )
 
 
 MAX_CACHED_ENDLESS = 200_000

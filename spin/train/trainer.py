@@ -317,7 +317,11 @@ class Trainer:
         if endless is not None:
             self.train_sets.append(
                 EndlessKeypoints(
-                    synthetic_config(config),
+                    replace(
+                        synthetic_config(config),
+                        keypoint_outlier_prob=endless.outlier_prob,
+                        keypoint_swap_prob=endless.swap_prob,
+                    ),
                     endless.length,
                     fraction_3d=endless.fraction_3d,
                     img_size=config.data.img_size,

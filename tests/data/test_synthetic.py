@@ -302,6 +302,47 @@ def test_detector_keypoints_noise_drops_and_confidences():
     assert kept_visible[:, 2].min() >= 0.6 and hidden[hidden[:, 2] > 0, 2].max() <= 0.5
 
 
+def test_detector_keypoints_gross_outliers_and_left_right_swaps():
+    """The heavy tail of a real detector: outliers moved 20-50% of the box side, and
+    swapped left/right pairs; with both probabilities 0, the random stream is unchanged."""
+    from spin.body.joint_conventions import flip_permutation
+
+    flip = np.array(flip_permutation("openpose25"))
+    body_side = 40.0
+    joints_2d = np.random.default_rng(1).uniform(20, SIZE - 20, (25, 2))
+    occluded = np.zeros(25, dtype=bool)
+    quiet = replace(CONFIG, keypoint_noise=0.0, keypoint_drop_prob=0.0)
+
+    swapped = detector_keypoints(
+        np.random.default_rng(0), joints_2d, occluded, body_side, (SIZE, SIZE),
+        replace(quiet, keypoint_swap_prob=1.0),
+    )  # fmt: skip
+    np.testing.assert_allclose(swapped[:, :2], joints_2d[flip])
+    assert (flip == np.arange(25)).sum() >= 3  # the midline points stay
+
+    moved = []
+    for seed in range(40):
+        out = detector_keypoints(
+            np.random.default_rng(seed), joints_2d, occluded, body_side, (SIZE, SIZE),
+            replace(quiet, keypoint_outlier_prob=0.2),
+        )  # fmt: skip
+        kept = out[:, 2] > 0
+        moved.append(np.linalg.norm(out[kept, :2] - joints_2d[kept], axis=1) / body_side)
+    moved = np.concatenate(moved)
+    far = moved[moved > 1e-9]
+    assert abs(len(far) / len(moved) - 0.2) < 0.05
+    assert far.min() >= 0.2 - 1e-9 and far.max() <= 0.5 + 1e-9
+
+    # Probabilities 0: exactly the draws of the plain model (noise, two confidence draws,
+    # two drop draws), so the rendered splits stay what they were.
+    rng, reference = np.random.default_rng(3), np.random.default_rng(3)
+    detector_keypoints(rng, joints_2d, occluded, body_side, (SIZE, SIZE), CONFIG)
+    reference.standard_normal((25, 2))
+    for _ in range(4):
+        reference.random(25)
+    assert rng.random() == reference.random()
+
+
 def test_backgrounds_vary_and_read_user_images(tmp_path):
     rng = np.random.default_rng(0)
     means = []

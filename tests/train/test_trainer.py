@@ -141,6 +141,8 @@ ENDLESS = [
     "data.endless.length=64",
     "data.endless.fraction_3d=0.5",
     "data.endless.chunk=4",
+    "data.endless.outlier_prob=0.03",
+    "data.endless.swap_prob=0.06",
 ]
 
 
@@ -151,6 +153,8 @@ def test_two_steps_on_endless_samples(data_dir, tmp_path, mode):
     config = tiny_config(data_dir / mode, tmp_path, f"mode={mode}", *ENDLESS)
     trainer = Trainer(config, progress=False)
     assert [type(d).__name__ for d in trainer.train_sets] == ["EndlessKeypoints"]
+    noise = trainer.train_sets[0].synthetic
+    assert (noise.keypoint_outlier_prob, noise.keypoint_swap_prob) == (0.03, 0.06)
     metrics = trainer.run()
     assert trainer.step == 2 and torch.isfinite(torch.tensor(metrics["loss/total"]))
     assert "val/pa_mpjpe_mm" in metrics
@@ -167,6 +171,7 @@ def test_two_steps_on_endless_samples(data_dir, tmp_path, mode):
         ([*ENDLESS, "mode=static_fits"], "static_fits"),
         ([*ENDLESS, "mode=in_loop", "data.endless.length=1000000"], "data.endless.length"),
         ([*ENDLESS, "data.synthetic=null"], "data.synthetic"),
+        ([*ENDLESS, "data.endless.swap_prob=1.5"], "swap_prob"),
     ],
 )
 def test_endless_config_errors(tmp_path, overrides, message):
