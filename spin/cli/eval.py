@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="dataset",
         help="2D keypoints for keypoint inputs and --refine: the file's (default) or "
         "MediaPipe's, run on every sample's image in its person box (the protocol a photo "
-        "gets; the detected copy is kept as OUT/<file>_mediapipe.npz and reused)",
+        "gets; the detected copy is kept as OUT/<file>_mediapipe_vis0.2.npz and reused)",
     )
     parser.add_argument(
         "--refine",

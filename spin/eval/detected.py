@@ -6,12 +6,16 @@ MediaPipe's legacy BlazePose model (as ``spin-demo`` runs it) is run on every sa
 inside the sample's square person box (the dataset's ``center``/``scale``, clipped to the
 image), and its 33 landmarks, mapped to SPIN's 49 keypoints by the points they denote,
 replace the file's ``openpose`` and ``part`` blocks (landmark visibility as confidence in the
-first, a 0/1 flag in the second, as the format wants; 0 where MediaPipe found nobody).
+first, landmarks at or below :data:`OPENPOSE_MIN_VISIBILITY` left out as ``spin-demo`` leaves
+them out; a 0/1 flag in the second, as the format wants; 0 where MediaPipe found nobody).
+A keypoint network's input then gets OpenPose's neck, mid-hip and hips, which MediaPipe
+lacks, made from its hips and shoulders
+(:func:`~spin.data.representations.complete_openpose_torso`).
 Everything else (boxes, ground truth) is the file's. The network's input and SMPLify's
 refinement then both use the detected keypoints only.
 
-The detected copy is written once per dataset file and reused while it is newer than the
-file (:func:`detected_keypoints_file`).
+The detected copy is written once per dataset file and visibility threshold and reused while
+it is newer than the file (:func:`detected_keypoints_file`).
 """
 
 from __future__ import annotations
@@ -28,16 +32,27 @@ from spin.data.augment import BOX_SIZE_PER_SCALE
 from spin.data.formats import load_spin_npz, save_spin_npz
 from spin.data.representations import NUM_OPENPOSE
 
+OPENPOSE_MIN_VISIBILITY = 0.2
+"""Landmarks with visibility at or below this are left out of the OpenPose block, as
+``spin-demo`` leaves them out (its ``MIN_CONFIDENCE``): MediaPipe places every one of its 33
+landmarks, hidden or not, and a keypoint network takes any point with confidence > 0 as
+seen."""
+
 PART_VISIBLE = 0.5
 """Landmarks MediaPipe maps to the ground-truth block (its hips, by SPIN's 49 points) are
 kept, with flag 1, when its visibility is at least this; the OpenPose block keeps the
-visibility as confidence."""
+visibility as confidence (above :data:`OPENPOSE_MIN_VISIBILITY`)."""
 
-__all__ = ["DETECTED_DESCRIPTION", "detect_dataset_keypoints", "detected_keypoints_file"]
+__all__ = [
+    "DETECTED_DESCRIPTION",
+    "OPENPOSE_MIN_VISIBILITY",
+    "detect_dataset_keypoints",
+    "detected_keypoints_file",
+]
 
 DETECTED_DESCRIPTION = (
     "2D keypoints detected by MediaPipe (legacy BlazePose, model_complexity 1) in each "
-    "sample's person box, not the file's"
+    f"sample's person box, not the file's; visibility <= {OPENPOSE_MIN_VISIBILITY:g} left out"
 )
 
 
@@ -46,9 +61,11 @@ def detect_dataset_keypoints(
     image_folder: str | os.PathLike,
     out_path: str | os.PathLike,
     progress: bool = True,
+    min_visibility: float = OPENPOSE_MIN_VISIBILITY,
 ) -> Path:
     """Write a copy of a SPIN-format file whose 2D keypoints are MediaPipe's (module
-    docstring; where MediaPipe finds nobody, all keypoints are zero). Returns its path.
+    docstring; where MediaPipe finds nobody, all keypoints are zero; landmarks with
+    visibility <= ``min_visibility`` are left out). Returns its path.
 
     Raises:
         ImportError: MediaPipe is not installed (the message says how to install it).
@@ -70,7 +87,9 @@ def detect_dataset_keypoints(
         half = 0.5 * float(arrays["scale"][row]) * BOX_SIZE_PER_SCALE
         box = (center[0] - half, center[1] - half, center[0] + half, center[1] + half)
         spin49[row] = convert(detect_mediapipe(image, box), "mediapipe33", SPIN_49)
-    arrays["openpose"] = spin49[:, :NUM_OPENPOSE]
+    openpose = spin49[:, :NUM_OPENPOSE]
+    openpose[openpose[..., 2] <= min_visibility] = 0.0
+    arrays["openpose"] = openpose
     part = spin49[:, NUM_OPENPOSE:]
     # The format's ground-truth block holds 0/1 visibility flags, not scores.
     part[..., 2] = (part[..., 2] >= PART_VISIBLE).astype(np.float64)
@@ -85,10 +104,10 @@ def detected_keypoints_file(
     cache_dir: str | os.PathLike,
     progress: bool = True,
 ) -> Path:
-    """The detected copy of ``npz_path`` in ``cache_dir`` (``<stem>_mediapipe.npz``), made
-    when missing or older than the file."""
+    """The detected copy of ``npz_path`` in ``cache_dir``
+    (``<stem>_mediapipe_vis<threshold>.npz``), made when missing or older than the file."""
     npz_path = Path(npz_path)
-    out = Path(cache_dir) / f"{npz_path.stem}_mediapipe.npz"
+    out = Path(cache_dir) / f"{npz_path.stem}_mediapipe_vis{OPENPOSE_MIN_VISIBILITY:g}.npz"
     if out.is_file() and out.stat().st_mtime >= npz_path.stat().st_mtime:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

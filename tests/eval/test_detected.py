@@ -8,7 +8,11 @@ import pytest
 
 from spin.data.formats import load_spin_npz
 from spin.data.synthetic import SyntheticConfig, generate_synthetic
-from spin.eval.detected import DETECTED_DESCRIPTION, detected_keypoints_file
+from spin.eval.detected import (
+    DETECTED_DESCRIPTION,
+    OPENPOSE_MIN_VISIBILITY,
+    detected_keypoints_file,
+)
 from spin.eval.evaluate import evaluate
 from spin.eval.protocols import get_protocol
 from tests.eval.test_evaluate import make_checkpoint
@@ -49,6 +53,8 @@ def test_detected_keypoints_replace_the_files_near_the_true_ones(synthetic_npz, 
         )
         assert both.sum() >= 6 and np.median(distance) < 0.1 * side[row], (row, distance)
     assert set(np.unique(copy["part"][..., 2])) <= {0.0, 1.0}
+    confidence = copy["openpose"][..., 2]
+    assert not ((confidence > 0) & (confidence <= OPENPOSE_MIN_VISIBILITY)).any()
     assert not copy["openpose"][~found].any()
 
 
@@ -70,7 +76,7 @@ def test_evaluation_on_detected_keypoints_says_so(synthetic_npz, tmp_path):
         keypoints="detected",
         detected_dir=tmp_path / "cache",
     )
-    assert (tmp_path / "cache" / "test_mediapipe.npz").is_file()
+    assert (tmp_path / "cache" / "test_mediapipe_vis0.2.npz").is_file()
     assert DETECTED_DESCRIPTION in "\n".join(report.header)
     with pytest.raises(ValueError, match="keypoints must be one of"):
         evaluate(checkpoint, synthetic_npz, None, get_protocol("synthetic"), keypoints="file")
