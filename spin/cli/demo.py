@@ -1,8 +1,11 @@
-"""spin-demo: fit a 3D body to the person in a photo and save renders, mesh and parameters.
+"""spin-demo: fit a 3D body to every person in a photo and save renders, meshes and parameters.
 
-Writes into ``--out``: ``<stem>_overlay.png`` (the mesh over the photo, fitted keypoints as red
-dots), ``<stem>_side.png`` (the body turned 90 degrees), ``<stem>.obj`` (the mesh) and
-``<stem>.json`` (pose, betas, camera, intrinsics, keypoints and reprojection errors).
+Writes into ``--out``: ``<stem>_overlay.png`` (every fitted body over the photo, each in its
+own colour, fitted keypoints as red dots), ``<stem>_side.png`` (the bodies turned 90 degrees),
+``<stem>.obj`` (one named object per person) and ``<stem>.json`` (how many people were found
+and fitted; per person the detector's box, keypoints and mask size, then pose, betas, camera,
+intrinsics, projected joints, reprojection errors and the IoU of the rendered body with
+MediaPipe's mask, or why the person was skipped). With ``--keypoints FILE`` there is one person.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +23,20 @@ from PIL import Image, ImageOps
 
 from spin.atomic import atomic_write_text, write_all_or_none
 from spin.cli.errors import add_debug_option, reported
-from spin.demo.keypoints import read_keypoints_file
+from spin.demo.keypoints import MAX_PEOPLE, read_keypoints_file
 from spin.demo.pipeline import (
     DEFAULT_MODE,
+    MEDIAPIPE_DETECTOR,
     MIN_CONFIDENCE,
     SMPLIFY_MODES,
     DemoConfig,
-    render_result,
-    result_to_dict,
+    DemoPerson,
+    mask_iou,
+    people_to_dict,
+    render_people,
     run_demo,
-    write_obj,
+    run_demo_people,
+    write_people_obj,
 )
 from spin.render.backend import RenderBackendError
 from spin.render.figures import save_png
@@ -44,13 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spin-demo",
         description=(
-            "Fit a 3D body (SMPL-format, the open model by default) to the person in IMAGE: "
-            "2D keypoints (MediaPipe's offline pose model, or your own file), an initial body "
+            "Fit a 3D body (SMPL-format, the open model by default) to every person in IMAGE: "
+            "2D keypoints (MediaPipe's offline pose model, run until it finds nobody more; or "
+            "your own file, one person), for each person an initial body "
             "(a trained regressor, or the mean pose), then SMPLify on the keypoints with a "
             "full-frame perspective camera, started from four headings of the initial body "
             "(the best fit wins). Writes OUT/<stem>_overlay.png, "
-            "OUT/<stem>_side.png, OUT/<stem>.obj and OUT/<stem>.json and prints the mean "
-            "reprojection error in pixels."
+            "OUT/<stem>_side.png, OUT/<stem>.obj and OUT/<stem>.json and prints per person "
+            "the mean reprojection error in pixels and the IoU of the fitted body with "
+            "MediaPipe's mask of the person."
         ),
         epilog=(
             "MediaPipe is optional: `make demo-setup` installs it (or pass --keypoints). "
@@ -71,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--bbox",
         default=None,
         metavar="x0,y0,x1,y1",
-        help="the person's box in pixels; default: the keypoints' box enlarged 1.2 times. "
-        "With MediaPipe the box also limits where it looks (pick one of several people)",
+        help="where to look: with MediaPipe, only people inside this box are found and fitted; "
+        "with --keypoints, the person's box (default: the keypoints' box enlarged 1.2 times)",
     )
     parser.add_argument(
         "--keypoints",
@@ -122,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=MIN_CONFIDENCE,
         help="ignore keypoints at or below this confidence (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-people",
+        type=int,
+        default=MAX_PEOPLE,
+        help="with MediaPipe, fit at most this many people (default: %(default)s)",
     )
     add_debug_option(parser)
     return parser
@@ -192,40 +208,70 @@ def main(argv: Sequence[str] | None = None) -> int:
             body_model=args.body_model,
             min_confidence=args.min_confidence,
         )
+        if args.max_people < 1:
+            raise ValueError(f"--max-people must be >= 1, got {args.max_people}")
         image = read_image(args.image, int(args.max_pixels))
         if bbox is not None:
             check_bbox(bbox, image.shape[1], image.shape[0])
-        keypoints = convention = None
         if args.keypoints is not None:
             keypoints, convention = read_keypoints_file(args.keypoints)
-        result = run_demo(image, args.checkpoint, bbox, keypoints, convention, config)
-        overlay, side = render_result(image, result)
+            result = run_demo(image, args.checkpoint, bbox, keypoints, convention, config)
+            detector = f"keypoints file {args.keypoints}"
+            people = [DemoPerson(keypoints, convention, result.box, None, result)]
+        else:
+            detector = MEDIAPIPE_DETECTOR
+            people = run_demo_people(image, args.checkpoint, bbox, config, args.max_people)
+        fitted = [p for p in people if p.result is not None]
+        if not fitted:
+            reasons = "; ".join(f"person {k}: {p.skipped}" for k, p in enumerate(people))
+            raise ValueError(f"{detector} found {len(people)}, none could be fitted: {reasons}")
+        overlay, side, silhouettes = render_people(image, [p.result for p in fitted])
+        silhouette_of = {id(p): mask for p, mask in zip(fitted, silhouettes, strict=True)}
+        people = [
+            replace(p, mask_iou=mask_iou(silhouette_of[id(p)], p.detector_mask))
+            if p.result is not None and p.detector_mask is not None
+            else p
+            for p in people
+        ]
     except (OSError, ValueError, KeyError, ImportError, RenderBackendError) as error:
         parser.exit(1, f"spin-demo: {error}\n")
 
     stem = args.image.stem
-    record = json.dumps(result_to_dict(result), indent=1, allow_nan=False)
+    record = json.dumps(people_to_dict(people, detector), indent=1, allow_nan=False)
     paths = write_all_or_none(  # every output or none (e.g. on a full disk)
         [
             lambda: save_png(args.out / f"{stem}_overlay.png", overlay),
             lambda: save_png(args.out / f"{stem}_side.png", side),
-            lambda: write_obj(args.out / f"{stem}.obj", result.vertices, result.faces),
+            lambda: write_people_obj(args.out / f"{stem}.obj", [p.result for p in fitted]),
             lambda: atomic_write_text(args.out / f"{stem}.json", record),
         ]
     )
 
-    source = args.keypoints or "MediaPipe"
-    x0, y0, x1, y1 = result.box
-    print(f"keypoints: {source} ({result.convention}, {result.num_fitted} fitted)")
-    print(f"person box: ({x0:.0f}, {y0:.0f}) - ({x1:.0f}, {y1:.0f}) px")
-    print(f"start: {result.initial}, turned {result.initial_yaw_deg:g} deg about the vertical")
-    print(f"SMPLify mode: {result.mode}; body model: {result.body_model}")
-    print(f"focal length: {result.intrinsics[0, 0]:.1f} px")
-    print(f"mean reprojection error: {result.mean_error:.2f} px")
+    first = fitted[0].result
+    print(f"keypoints: {detector}; {len(people)} found, {len(fitted)} fitted")
+    print(f"SMPLify mode: {first.mode}; body model: {first.body_model}")
+    print(f"focal length: {first.intrinsics[0, 0]:.1f} px; start: {first.initial}")
+    for index, person in enumerate(people):
+        print(describe_person(index, person))
     for path in paths:
         print(f"wrote {path}")
     print(f"took {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def describe_person(index: int, person: DemoPerson) -> str:
+    """One console line for a person: why skipped, or box, heading, keypoints fitted,
+    mean reprojection error and mask IoU."""
+    if person.result is None:
+        return f"person {index}: skipped: {person.skipped}"
+    result = person.result
+    x0, y0, x1, y1 = result.box
+    iou = "" if person.mask_iou is None else f", mask IoU {person.mask_iou:.2f}"
+    return (
+        f"person {index}: box ({x0:.0f}, {y0:.0f}) - ({x1:.0f}, {y1:.0f}) px, turned "
+        f"{result.initial_yaw_deg:g} deg, {result.num_fitted} keypoints, mean reprojection "
+        f"error {result.mean_error:.2f} px{iou}"
+    )
 
 
 if __name__ == "__main__":

@@ -19,16 +19,21 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 __all__ = [
     "KEYPOINT_BOX_ENLARGE",
+    "MAX_PEOPLE",
     "MEDIAPIPE_MODEL_COMPLEXITY",
+    "PersonDetection",
     "box_from_keypoints",
     "detect_mediapipe",
+    "detect_people_mediapipe",
     "read_keypoints_file",
+    "search_regions",
 ]
 
 MEDIAPIPE_MODEL_COMPLEXITY = 1
@@ -93,6 +98,128 @@ def detect_mediapipe(image: np.ndarray, box: Sequence[float] | None = None) -> n
     keypoints[:, 1] = [y0 + lm.y * (y1 - y0) for lm in landmarks]
     keypoints[:, 2] = [lm.visibility for lm in landmarks]
     return keypoints
+
+
+MAX_PEOPLE = 10
+"""Most people :func:`detect_people_mediapipe` looks for in one photo."""
+
+SAME_PERSON_IOU = 0.5
+"""A detection whose keypoint box overlaps an earlier one's by more than this IoU is the same
+person found again (through what was painted over), not a new one."""
+
+MIN_VISIBLE_LANDMARKS = 4
+"""A detection needs this many landmarks of visibility > 0.5 to count as a person."""
+
+MASK_THRESHOLD = 0.5
+"""MediaPipe's segmentation mask (a per-pixel probability) is the person where above this."""
+
+
+@dataclass(frozen=True, eq=False)
+class PersonDetection:
+    """One person MediaPipe found.
+
+    Attributes:
+        keypoints: ``(33, 3)`` ``(x, y, visibility)`` image pixels, ``mediapipe33`` order.
+        mask: ``(H, W)`` bool, MediaPipe's segmentation of this person in the whole image.
+        box: ``(4,)`` ``(x0, y0, x1, y1)`` around the landmarks of visibility > 0.5.
+    """
+
+    keypoints: np.ndarray
+    mask: np.ndarray
+    box: np.ndarray
+
+
+def detect_people_mediapipe(
+    image: np.ndarray, box: Sequence[float] | None = None, max_people: int = MAX_PEOPLE
+) -> list[PersonDetection]:
+    """Every person MediaPipe finds in the image (or inside ``box``), with their masks.
+
+    MediaPipe's pose model follows one person per call, so the search repeats: after each
+    person is found, the pixels of their segmentation mask (slightly grown) are painted
+    over with the image's mean colour and the model looks again, until it finds nobody,
+    finds the same person again (keypoint boxes overlapping by more than
+    :data:`SAME_PERSON_IOU`: that region is then painted over whole), or ``max_people``
+    are found. Detections with fewer than :data:`MIN_VISIBLE_LANDMARKS` confident
+    landmarks are painted over and not counted. MediaPipe's person detector sees the
+    region shrunk to a small square, so in a wide (or tall) picture people are small to
+    it: such a picture is then also searched in square tiles of its shorter side,
+    overlapping by half (:func:`search_regions`).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        box: optional ``(x0, y0, x1, y1)`` pixels: only people inside it are looked for.
+        max_people: stop after this many.
+
+    Returns:
+        The detections in the order found (MediaPipe's most confident first).
+
+    Raises:
+        ImportError: MediaPipe is not installed (the message says how to install it).
+    """
+    from scipy.ndimage import binary_dilation
+
+    if max_people < 1:
+        raise ValueError(f"max_people must be >= 1, got {max_people}")
+    image = _check_image(image)
+    height, width = image.shape[:2]
+    bounds = (0, 0, width, height) if box is None else _clip_box(box, width, height)
+    work = np.array(image)  # people found are painted over here
+    x0, y0, x1, y1 = bounds
+    fill = image[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0).astype(np.uint8)
+    grow = max(2, round(0.01 * max(x1 - x0, y1 - y0)))
+    pose_module = _import_mediapipe_pose()
+    people: list[PersonDetection] = []
+    with _quiet_native_stderr():
+        with pose_module.Pose(
+            static_image_mode=True,
+            model_complexity=MEDIAPIPE_MODEL_COMPLEXITY,
+            min_detection_confidence=MEDIAPIPE_MIN_DETECTION_CONFIDENCE,
+            enable_segmentation=True,
+        ) as pose:
+            for left, top, right, bottom in search_regions(bounds):
+                offset = np.array([left, top, left, top], dtype=np.float64)
+                for _ in range(2 * max_people):
+                    if len(people) == max_people:
+                        return people
+                    region = work[top:bottom, left:right]
+                    result = pose.process(np.ascontiguousarray(region))
+                    if result.pose_landmarks is None:
+                        break
+                    local = _landmarks_to_pixels(result.pose_landmarks.landmark, region.shape)
+                    visible = local[:, 2] > 0.5
+                    mask = np.zeros(region.shape[:2], dtype=bool)
+                    if result.segmentation_mask is not None:
+                        mask = np.asarray(result.segmentation_mask) > MASK_THRESHOLD
+                    found_box = _landmark_box(local, visible, region.shape) + offset
+                    repeated = any(_box_iou(found_box, p.box) > SAME_PERSON_IOU for p in people)
+                    if repeated or visible.sum() < MIN_VISIBLE_LANDMARKS or not mask.any():
+                        a, b, c, d = np.round(found_box).astype(int)
+                        work[max(b, 0) : d, max(a, 0) : c] = fill
+                        continue
+                    region[binary_dilation(mask, iterations=grow)] = fill
+                    full_mask = np.zeros((height, width), dtype=bool)
+                    full_mask[top:bottom, left:right] = mask
+                    people.append(PersonDetection(local + [left, top, 0.0], full_mask, found_box))
+    return people
+
+
+def search_regions(bounds: Sequence[int]) -> list[tuple[int, int, int, int]]:
+    """The regions :func:`detect_people_mediapipe` searches, in order: the whole
+    ``(x0, y0, x1, y1)`` area, then, if one side is more than 1.5 times the other, square
+    tiles of the shorter side along the longer one, overlapping by half."""
+    x0, y0, x1, y1 = (int(v) for v in bounds)
+    width, height = x1 - x0, y1 - y0
+    regions = [(x0, y0, x1, y1)]
+    short, long = min(width, height), max(width, height)
+    if long <= 1.5 * short:
+        return regions
+    starts = list(range(0, long - short, max(short // 2, 1))) + [long - short]
+    for start in starts:
+        if width > height:
+            regions.append((x0 + start, y0, x0 + start + short, y1))
+        else:
+            regions.append((x0, y0 + start, x1, y0 + start + short))
+    return regions
 
 
 def read_keypoints_file(path: str | os.PathLike, person: int = 0) -> tuple[np.ndarray, str]:
@@ -206,6 +333,30 @@ def _clip_box(box: Sequence[float], width: int, height: int) -> tuple[int, int, 
     if right - left < 2 or bottom - top < 2:
         raise ValueError(f"the box {tuple(box)} leaves nothing of the {width}x{height} image")
     return left, top, right, bottom
+
+
+def _landmarks_to_pixels(landmarks, shape: tuple[int, ...]) -> np.ndarray:
+    """MediaPipe's landmarks (normalised by the image it saw) as ``(33, 3)`` pixels +
+    visibility."""
+    height, width = shape[:2]
+    return np.array([[lm.x * width, lm.y * height, lm.visibility] for lm in landmarks])
+
+
+def _landmark_box(keypoints: np.ndarray, visible: np.ndarray, shape) -> np.ndarray:
+    """``(x0, y0, x1, y1)`` around the visible landmarks (all of them if fewer than 2),
+    clipped to the image."""
+    points = keypoints[visible if visible.sum() >= 2 else slice(None), :2]
+    height, width = shape[:2]
+    low = np.clip(points.min(axis=0), 0, [width, height])
+    high = np.clip(points.max(axis=0), 0, [width, height])
+    return np.concatenate([low, high])
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes (0 for empty ones)."""
+    overlap = np.maximum(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0.0).prod()
+    union = np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - overlap
+    return float(overlap / union) if union > 0 else 0.0
 
 
 def _import_mediapipe_pose():

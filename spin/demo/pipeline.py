@@ -1,6 +1,9 @@
-"""spin-demo's pipeline: one photo in, a fitted 3D body in the photo's camera out.
+"""spin-demo's pipeline: one photo in, fitted 3D bodies in the photo's camera out.
 
-:func:`run_demo` composes small steps:
+:func:`run_demo` fits one person, :func:`run_demo_people` everyone MediaPipe finds
+(:func:`spin.demo.keypoints.detect_people_mediapipe`; one regressor and one SMPLify serve
+them all, :class:`DemoFitter`; :func:`render_people` draws them in one overlay and scores
+each fitted body against MediaPipe's mask of the person). Per person, small steps:
 
 1. **Keypoints**: given (with their convention), else MediaPipe's pose model
    (:func:`spin.demo.keypoints.detect_mediapipe`). Keypoints below
@@ -50,7 +53,13 @@ import torch
 from spin.atomic import atomic_write_text
 from spin.body import BodyModel, load_body_model
 from spin.body.joint_conventions import SPIN_49, conversion_indices, convert, get_convention
-from spin.demo.keypoints import KEYPOINT_BOX_ENLARGE, box_from_keypoints, detect_mediapipe
+from spin.demo.keypoints import (
+    KEYPOINT_BOX_ENLARGE,
+    MAX_PEOPLE,
+    box_from_keypoints,
+    detect_mediapipe,
+    detect_people_mediapipe,
+)
 from spin.fitting.priors import load_pose_prior
 from spin.fitting.smplify import SMPLify, SMPLifyConfig
 from spin.geometry import (
@@ -65,7 +74,10 @@ from spin.regressor.mean_params import mean_params_for_body_model
 
 __all__ = [
     "DEFAULT_MODE",
+    "MEDIAPIPE_DETECTOR",
     "DemoConfig",
+    "DemoFitter",
+    "DemoPerson",
     "DemoResult",
     "InitialBody",
     "clean_keypoints",
@@ -74,11 +86,16 @@ __all__ = [
     "person_box",
     "refine",
     "regress",
+    "mask_iou",
+    "people_to_dict",
+    "render_people",
     "render_result",
     "result_to_dict",
     "run_demo",
+    "run_demo_people",
     "turned_starts",
     "write_obj",
+    "write_people_obj",
 ]
 
 DEFAULT_MODE = "lm"
@@ -240,7 +257,8 @@ def run_demo(
     convention: str | None = None,
     config: DemoConfig | None = None,
 ) -> DemoResult:
-    """Fit a 3D body to the person in ``image``.
+    """Fit a 3D body to the person in ``image`` (one person; :func:`run_demo_people` fits
+    everyone MediaPipe finds).
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB photo.
@@ -258,58 +276,162 @@ def run_demo(
     """
     config = config or DemoConfig()
     image = _check_image(image)
-    image_size = (image.shape[1], image.shape[0])
     if keypoints is None:
         keypoints, convention = detect_mediapipe(image, bbox), "mediapipe33"
         if not (keypoints[:, 2] > 0).any():
-            raise ValueError(
-                "MediaPipe found no person in the image; give the person's box (--bbox) or "
-                "your own keypoints (--keypoints FILE)"
-            )
+            raise ValueError(_nobody_found(bbox))
     elif convention is None:
         raise ValueError("name the keypoints' joint convention (e.g. 'coco17', 'openpose25')")
     get_convention(convention)  # fails early on an unknown name
-    cleaned = clean_keypoints(keypoints, image_size, config.min_confidence)
-    if bbox is None and (cleaned[:, 2] > 0).sum() < 2:
-        raise ValueError(keypoint_shortfall(keypoints, image_size, config.min_confidence))
-    keypoints = cleaned
-    center, side = person_box(keypoints, bbox, config.box_enlarge)
+    fitter = DemoFitter.create(image, checkpoint, config)
+    return fitter.fit(image, keypoints, convention, bbox)
 
-    predictor = load_predictor(checkpoint) if checkpoint is not None else None
-    body_name = _resolve_body_model(config.body_model, predictor)
-    body_model = predictor.body_model if predictor is not None else load_body_model(body_name)
-    prior = load_pose_prior(
-        config.pose_prior or (predictor.config.pose_prior if predictor is not None else "open")
-    )
-    intrinsics = full_frame_intrinsics(
-        torch.tensor(image_size, dtype=torch.float64), config.focal_length
-    ).numpy()
-    if predictor is not None:
-        initial = regress(predictor, image, center, side, intrinsics, keypoints, convention)
-    else:
-        initial = mean_body(body_model)
-    smplify = SMPLify(body_model, prior, SMPLifyConfig(mode=config.mode))
-    fit = refine(smplify, keypoints, convention, intrinsics, initial, center, side, config)
-    projected, errors = _reprojection(fit["joints"], keypoints, convention, intrinsics, smplify)
-    half = side / 2.0
-    return DemoResult(
-        pose_rotvecs=fit["pose_rotvecs"],
-        betas=fit["betas"],
-        cam_t=fit["cam_t"],
-        vertices=fit["vertices"],
-        faces=np.asarray(body_model.faces),
-        intrinsics=intrinsics,
-        image_size=image_size,
-        box=np.concatenate([center - half, center + half]),
-        keypoints=keypoints,
-        convention=get_convention(convention).name,
-        projected=projected,
-        errors=errors,
-        initial=initial.source,
-        initial_yaw_deg=fit["yaw_deg"],
-        regressed_cam_t=initial.cam_t,
-        mode=config.mode,
-        body_model=body_model.name,
+
+@dataclass(frozen=True, eq=False)
+class DemoPerson:
+    """One person of a photo: what the detector gave and the fit.
+
+    Attributes:
+        keypoints: ``(J, 3)`` the detector's keypoints, image pixels, in ``convention``.
+        convention: their joint convention (``"mediapipe33"`` for MediaPipe).
+        detector_box: ``(4,)`` ``(x0, y0, x1, y1)`` the detector's box of the person.
+        detector_mask: ``(H, W)`` bool, the detector's segmentation (None without one).
+        result: the fit, or None if the person was skipped.
+        skipped: why not fitted (None if fitted).
+        mask_iou: IoU of the rendered fitted body with ``detector_mask`` (None until
+            rendered, or without a mask).
+    """
+
+    keypoints: np.ndarray
+    convention: str
+    detector_box: np.ndarray
+    detector_mask: np.ndarray | None
+    result: DemoResult | None
+    skipped: str | None = None
+    mask_iou: float | None = None
+
+
+def run_demo_people(
+    image: np.ndarray,
+    checkpoint: str | os.PathLike | None = None,
+    bbox: Sequence[float] | None = None,
+    config: DemoConfig | None = None,
+    max_people: int = MAX_PEOPLE,
+) -> list[DemoPerson]:
+    """Fit a 3D body to every person MediaPipe finds in ``image`` (inside ``bbox`` if
+    given; :func:`spin.demo.keypoints.detect_people_mediapipe`), one after the other with
+    one regressor and one SMPLify. A person whose keypoints cannot be fitted is kept with
+    the reason (:attr:`DemoPerson.skipped`).
+
+    Raises:
+        ValueError: MediaPipe found nobody (the message says what to try).
+    """
+    config = config or DemoConfig()
+    image = _check_image(image)
+    detections = detect_people_mediapipe(image, bbox, max_people)
+    if not detections:
+        raise ValueError(_nobody_found(bbox))
+    fitter = DemoFitter.create(image, checkpoint, config)
+    people = []
+    for found in detections:
+        try:
+            # The person's own box: MediaPipe already looked inside the given one.
+            result, skipped = fitter.fit(image, found.keypoints, "mediapipe33", None), None
+        except ValueError as error:
+            result, skipped = None, str(error)
+        people.append(
+            DemoPerson(found.keypoints, "mediapipe33", found.box, found.mask, result, skipped)
+        )
+    return people
+
+
+@dataclass(frozen=True, eq=False)
+class DemoFitter:
+    """What fitting a person in one photo needs, made once per photo: the regressor (or
+    None), the body model, SMPLify and the full-frame camera ``intrinsics`` (3, 3)."""
+
+    config: DemoConfig
+    predictor: Predictor | None
+    body_model: BodyModel
+    smplify: SMPLify
+    intrinsics: np.ndarray
+
+    @classmethod
+    def create(
+        cls, image: np.ndarray, checkpoint: str | os.PathLike | None, config: DemoConfig
+    ) -> DemoFitter:
+        image_size = (image.shape[1], image.shape[0])
+        predictor = load_predictor(checkpoint) if checkpoint is not None else None
+        body_name = _resolve_body_model(config.body_model, predictor)
+        body_model = predictor.body_model if predictor is not None else load_body_model(body_name)
+        prior = load_pose_prior(
+            config.pose_prior or (predictor.config.pose_prior if predictor is not None else "open")
+        )
+        intrinsics = full_frame_intrinsics(
+            torch.tensor(image_size, dtype=torch.float64), config.focal_length
+        ).numpy()
+        smplify = SMPLify(body_model, prior, SMPLifyConfig(mode=config.mode))
+        return cls(config, predictor, body_model, smplify, intrinsics)
+
+    def fit(
+        self,
+        image: np.ndarray,
+        keypoints: np.ndarray,
+        convention: str,
+        bbox: Sequence[float] | None,
+    ) -> DemoResult:
+        """Steps 2-4 of the module notes for one person's ``(J, 3)`` keypoints."""
+        config = self.config
+        image_size = (image.shape[1], image.shape[0])
+        cleaned = clean_keypoints(keypoints, image_size, config.min_confidence)
+        if bbox is None and (cleaned[:, 2] > 0).sum() < 2:
+            raise ValueError(keypoint_shortfall(keypoints, image_size, config.min_confidence))
+        keypoints = cleaned
+        center, side = person_box(keypoints, bbox, config.box_enlarge)
+        if self.predictor is not None:
+            initial = regress(
+                self.predictor, image, center, side, self.intrinsics, keypoints, convention
+            )
+        else:
+            initial = mean_body(self.body_model)
+        fit = refine(
+            self.smplify, keypoints, convention, self.intrinsics, initial, center, side, config
+        )
+        projected, errors = _reprojection(
+            fit["joints"], keypoints, convention, self.intrinsics, self.smplify
+        )
+        half = side / 2.0
+        return DemoResult(
+            pose_rotvecs=fit["pose_rotvecs"],
+            betas=fit["betas"],
+            cam_t=fit["cam_t"],
+            vertices=fit["vertices"],
+            faces=np.asarray(self.body_model.faces),
+            intrinsics=self.intrinsics,
+            image_size=image_size,
+            box=np.concatenate([center - half, center + half]),
+            keypoints=keypoints,
+            convention=get_convention(convention).name,
+            projected=projected,
+            errors=errors,
+            initial=initial.source,
+            initial_yaw_deg=fit["yaw_deg"],
+            regressed_cam_t=initial.cam_t,
+            mode=config.mode,
+            body_model=self.body_model.name,
+        )
+
+
+def _nobody_found(bbox: Sequence[float] | None) -> str:
+    if bbox is not None:
+        x0, y0, x1, y1 = bbox
+        return (
+            f"MediaPipe found no person inside the box ({x0:g}, {y0:g}) - ({x1:g}, {y1:g}); "
+            "give a box that holds a whole person, or your own keypoints (--keypoints FILE)"
+        )
+    return (
+        "MediaPipe found no person in the image; give the person's box (--bbox) or "
+        "your own keypoints (--keypoints FILE)"
     )
 
 
@@ -546,6 +668,124 @@ def render_result(
     return overlay, side
 
 
+MEDIAPIPE_DETECTOR = "MediaPipe pose (legacy BlazePose, model_complexity 1), repeated per person"
+"""How :func:`run_demo_people` finds people (the JSON record's ``detector``)."""
+
+PEOPLE_COLORS = (
+    MESH_COLOR,
+    (0.90, 0.62, 0.45),
+    (0.55, 0.82, 0.55),
+    (0.85, 0.55, 0.80),
+    (0.92, 0.85, 0.45),
+    (0.50, 0.80, 0.85),
+)
+"""Mesh colours of the people in a multi-person overlay, in the order found (repeating)."""
+
+
+def render_people(
+    image: np.ndarray, results: Sequence[DemoResult], draw_keypoints: bool = True
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """All fitted people in one overlay (each in its own colour, nearer bodies in front),
+    one side view of them together, and each person's own silhouette.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 photo.
+        results: the people's fits, all in the photo's camera.
+
+    Returns:
+        ``(H, W, 3)`` overlay, ``(H, W, 3)`` side view, and per person an ``(H, W)`` bool
+        mask of the pixels their body covers (alone, not hidden by the others).
+    """
+    from spin.render.figures import draw_points
+    from spin.render.mesh_renderer import MeshRenderer, render_side_view
+
+    image = _check_image(image)
+    if not results:
+        raise ValueError("no fitted person to render")
+    first = results[0]
+    vertices, faces, colors, offset = [], [], [], 0
+    for index, result in enumerate(results):
+        vertices.append(result.vertices)
+        faces.append(np.asarray(result.faces) + offset)
+        color = PEOPLE_COLORS[index % len(PEOPLE_COLORS)]
+        colors.append(np.tile(color, (len(result.vertices), 1)))
+        offset += len(result.vertices)
+    vertices, faces, colors = (
+        np.concatenate(vertices),
+        np.concatenate(faces),
+        np.concatenate(colors),
+    )
+    with MeshRenderer(first.image_size) as renderer:
+        overlay = renderer.render(
+            vertices,
+            faces,
+            first.intrinsics,
+            background=image,
+            alpha=OVERLAY_ALPHA,
+            vertex_colors=colors,
+        )
+        side = render_side_view(
+            vertices,
+            faces,
+            first.intrinsics,
+            first.image_size,
+            MESH_COLOR,
+            background=np.full_like(image, SIDE_BACKGROUND),
+            renderer=renderer,
+        )
+        silhouettes = [
+            renderer.render_silhouette(r.vertices, r.faces, r.intrinsics) for r in results
+        ]
+    if draw_keypoints:
+        radius = max(1.5, KEYPOINT_RADIUS_PER_PX * max(first.image_size))
+        for result in results:
+            fitted = np.isfinite(result.errors)
+            overlay = draw_points(overlay, result.keypoints[fitted, :2], KEYPOINT_RGB, radius)
+    return overlay, side, silhouettes
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two ``(H, W)`` bool masks (NaN if both are empty)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"masks of different shapes {a.shape} and {b.shape}")
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else float("nan")
+
+
+def people_to_dict(people: Sequence[DemoPerson], detector: str) -> dict:
+    """The JSON record of a photo's people: how many the ``detector`` found and how many
+    were fitted, and per person the detector's box and keypoints, then the fit
+    (:func:`result_to_dict`: crop box, projected model joints, reprojection errors in
+    pixels, parameters) with the IoU of the rendered body with the detector's mask, or why
+    the person was skipped."""
+    records = []
+    for index, person in enumerate(people):
+        record = {
+            "person": index,
+            "detector_box_xyxy": _json(person.detector_box),
+            "detector_keypoints": {
+                "convention": get_convention(person.convention).name,
+                "xy_confidence": _json(person.keypoints),
+            },
+            "detector_mask_pixels": None
+            if person.detector_mask is None
+            else int(person.detector_mask.sum()),
+        }
+        if person.result is None:
+            record["skipped"] = person.skipped
+        else:
+            record["fit"] = result_to_dict(person.result)
+            record["mask_iou"] = None if person.mask_iou is None else _json(person.mask_iou)
+        records.append(record)
+    return {
+        "detector": detector,
+        "people_found": len(people),
+        "people_fitted": sum(p.result is not None for p in people),
+        "people": records,
+    }
+
+
 def result_to_dict(result: DemoResult) -> dict:
     """Plain JSON-able parameters, camera and keypoints of a result (NaN -> None)."""
     return {
@@ -578,10 +818,26 @@ def result_to_dict(result: DemoResult) -> dict:
 def write_obj(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray) -> Path:
     """Write the mesh as Wavefront OBJ in OpenGL's camera frame (x right, y up, the camera
     looking down -z), so viewers show it upright as the camera saw it."""
+    return atomic_write_text(path, "\n".join(_obj_lines(vertices, faces)) + "\n")
+
+
+def write_people_obj(path: str | os.PathLike, results: Sequence[DemoResult]) -> Path:
+    """Write several fitted bodies into one OBJ (as :func:`write_obj`), one named object
+    (``o person_<k>``) each, in the order given."""
+    lines, offset = [], 0
+    for index, result in enumerate(results):
+        lines.append(f"o person_{index}")
+        lines += _obj_lines(result.vertices, result.faces, offset)
+        offset += len(result.vertices)
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _obj_lines(vertices: np.ndarray, faces: np.ndarray, offset: int = 0) -> list[str]:
     vertices = np.asarray(vertices, dtype=np.float64) @ CV_TO_GL
     lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vertices]
-    lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in np.asarray(faces)]
-    return atomic_write_text(path, "\n".join(lines) + "\n")
+    first = offset + 1
+    lines += [f"f {a + first} {b + first} {c + first}" for a, b, c in np.asarray(faces)]
+    return lines
 
 
 # --- helpers ----------------------------------------------------------------------------------

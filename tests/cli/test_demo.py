@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -57,8 +58,14 @@ def test_writes_overlay_side_view_mesh_and_parameters(tmp_path, capsys):
     for name in ("person_overlay.png", "person_side.png"):
         with Image.open(out / name) as image:
             assert image.size == PHOTO_SIZE, name
-    assert (out / "person.obj").read_text().startswith("v ")
-    data = json.loads((out / "person.json").read_text())
+    assert (out / "person.obj").read_text().startswith("o person_0\nv ")
+    record = json.loads((out / "person.json").read_text())
+    assert record["people_found"] == record["people_fitted"] == 1
+    assert record["detector"].startswith("keypoints file")
+    person = record["people"][0]
+    assert person["detector_keypoints"]["convention"] == "coco17"
+    assert person["mask_iou"] is None  # a keypoints file has no mask
+    data = person["fit"]
     assert np.allclose(np.array(data["intrinsics"])[[0, 1], [0, 1]], 600.0)
     assert data["keypoints"]["convention"] == "coco17"
     assert len(data["keypoints"]["xy_confidence"]) == 17
@@ -93,6 +100,28 @@ def test_a_keypoints_checkpoint_end_to_end(tiny_runs, tmp_path, capsys):
     argv = [str(image_path), "--keypoints", str(keypoints), "--checkpoint", str(checkpoint)]
     assert demo.main([*argv, "--out", str(out)]) == 0
     assert "keypoints input" in capsys.readouterr().out
-    data = json.loads((out / "person.json").read_text())
+    data = json.loads((out / "person.json").read_text())["people"][0]["fit"]
     assert "keypoints input" in data["initial"] and data["regressed_cam_t"] is not None
     assert data["mean_reprojection_error_px"] < 10
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None, reason="needs MediaPipe")
+@pytest.mark.filterwarnings("ignore:label\\(\\) is deprecated:DeprecationWarning")
+def test_every_person_is_fitted_and_reported(tmp_path, capsys):
+    photo = synthetic_photo()
+    image_path = tmp_path / "two.png"
+    Image.fromarray(np.concatenate([photo.image, photo.image[:, ::-1]], axis=1)).save(image_path)
+    out = tmp_path / "out"
+    assert demo.main([str(image_path), "--out", str(out), "--body-model", "open-lite"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 found, 2 fitted" in printed
+    record = json.loads((out / "two.json").read_text())
+    assert record["people_found"] == record["people_fitted"] == 2
+    for k, person in enumerate(record["people"]):
+        assert len(person["detector_box_xyxy"]) == 4 and person["mask_iou"] > 0.5
+        error = person["fit"]["mean_reprojection_error_px"]
+        assert f"person {k}: box" in printed and f"error {error:.2f} px" in printed
+    objects = [line for line in (out / "two.obj").read_text().splitlines() if line[:2] == "o "]
+    assert objects == ["o person_0", "o person_1"]
+    assert demo.main([str(image_path), "--out", str(out), "--max-people", "1"]) == 0
+    assert "1 found, 1 fitted" in capsys.readouterr().out

@@ -13,17 +13,27 @@ import torch
 
 from spin.body import load_body_model
 from spin.config import build_config, config_to_dict
-from spin.demo.keypoints import box_from_keypoints, detect_mediapipe, read_keypoints_file
+from spin.demo.keypoints import (
+    box_from_keypoints,
+    detect_mediapipe,
+    read_keypoints_file,
+    search_regions,
+)
 from spin.demo.pipeline import (
     DemoConfig,
     clean_keypoints,
+    mask_iou,
+    people_to_dict,
     person_box,
     regress,
+    render_people,
     render_result,
     result_to_dict,
     run_demo,
+    run_demo_people,
     turned_starts,
     write_obj,
+    write_people_obj,
 )
 from spin.geometry import rotvec_to_rotmat
 from spin.predict import load_predictor
@@ -323,3 +333,88 @@ def test_mediapipe_keypoints_feed_a_keypoints_checkpoint(tiny_runs):
     # MediaPipe's face, shoulders, elbows and wrists land in the vector's OpenPose slots.
     assert int((inputs.reshape(25, 3)[:, 2] > 0).sum()) >= 8
     assert np.isfinite(result.mean_error)
+
+
+# --- every person in a photo --------------------------------------------------------------
+
+
+def test_search_regions_tile_wide_and_tall_pictures():
+    assert search_regions((0, 0, 400, 300)) == [(0, 0, 400, 300)]
+    wide = search_regions((10, 0, 1010, 200))
+    assert wide[0] == (10, 0, 1010, 200)
+    assert all(r[3] - r[1] == 200 and r[2] - r[0] == 200 for r in wide[1:])
+    assert wide[1][0] == 10 and wide[-1][2] == 1010  # the tiles cover the whole width
+    steps = np.diff([r[0] for r in wide[1:]])
+    assert (steps <= 100).all()  # overlapping by at least half
+    tall = search_regions((0, 0, 100, 400))
+    assert all(r[2] - r[0] == 100 and r[3] - r[1] == 100 for r in tall[1:])
+
+
+def test_mask_iou():
+    a = np.zeros((4, 4), bool)
+    b = np.zeros((4, 4), bool)
+    a[:2] = True
+    b[1:3] = True
+    assert mask_iou(a, b) == pytest.approx(4 / 12)
+    assert np.isnan(mask_iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)))
+    with pytest.raises(ValueError, match="shapes"):
+        mask_iou(a, np.zeros((3, 3), bool))
+
+
+def test_people_are_written_as_named_objects_of_one_obj(tmp_path, photo):
+    result = run_demo(photo.image, keypoints=photo.keypoints, convention="coco17", config=FIT)
+    obj = write_people_obj(tmp_path / "two.obj", [result, result])
+    lines = obj.read_text().splitlines()
+    assert [line for line in lines if line.startswith("o ")] == ["o person_0", "o person_1"]
+    faces = np.array([[int(v) for v in line.split()[1:]] for line in lines if line[0] == "f"])
+    assert faces.min() == 1 and faces.max() == 2 * len(result.vertices)
+
+
+def _two_people() -> tuple[np.ndarray, np.ndarray]:
+    """The synthetic photo beside its mirror image: two people, and the left one's
+    silhouette in the composed image."""
+    photo = synthetic_photo()
+    image = np.concatenate([photo.image, photo.image[:, ::-1]], axis=1)
+    left = np.concatenate([photo.silhouette, np.zeros_like(photo.silhouette)], axis=1)
+    return np.ascontiguousarray(image), left
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None, reason="needs MediaPipe")
+@pytest.mark.filterwarnings("ignore:label\\(\\) is deprecated:DeprecationWarning")
+def test_every_person_in_a_composed_photo_is_found_and_fitted():
+    image, left_silhouette = _two_people()
+    width = image.shape[1]
+    people = run_demo_people(image, config=FIT)
+    assert len(people) == 2 and all(p.result is not None for p in people)
+    centres = sorted(p.detector_box[[0, 2]].mean() for p in people)
+    assert centres[0] < width / 2 < centres[1]  # one on each side
+    for person in people:
+        assert person.detector_mask.shape == image.shape[:2]
+        assert person.result.mean_error < 6.0, person.result.mean_error
+    overlay, side, silhouettes = render_people(image, [p.result for p in people])
+    assert overlay.shape == side.shape == image.shape
+    for person, silhouette in zip(people, silhouettes, strict=True):
+        assert mask_iou(silhouette, person.detector_mask) > 0.5
+    # The fitted body of the person on the left covers the left person of the picture.
+    on_left = [s for p, s in zip(people, silhouettes, strict=True) if p.detector_box[0] < width / 2]
+    assert mask_iou(on_left[0], left_silhouette) > 0.6
+    # A box limits the search to the person inside it.
+    right = run_demo_people(image, bbox=(width / 2, 0, width, image.shape[0]), config=FIT)
+    assert len(right) == 1 and right[0].detector_box[0] >= width / 2
+    record = json.loads(json.dumps(people_to_dict(people, "MediaPipe")))
+    assert record["people_found"] == record["people_fitted"] == 2
+    first = record["people"][0]
+    assert len(first["detector_keypoints"]["xy_confidence"]) == 33
+    assert len(first["fit"]["keypoints"]["projected_xy"]) == 33
+    assert first["fit"]["mean_reprojection_error_px"] < 6.0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None, reason="needs MediaPipe")
+@pytest.mark.filterwarnings("ignore:label\\(\\) is deprecated:DeprecationWarning")
+def test_a_box_with_nobody_in_it_is_named_in_the_error():
+    image, _ = _two_people()
+    empty = np.zeros_like(image)
+    with pytest.raises(ValueError, match="no person inside the box"):
+        run_demo_people(empty, bbox=(0, 0, 100, 100), config=FIT)
+    with pytest.raises(ValueError, match="no person in the image"):
+        run_demo_people(empty, config=FIT)
