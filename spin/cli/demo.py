@@ -38,6 +38,7 @@ from spin.demo.pipeline import (
     run_demo_people,
     write_people_obj,
 )
+from spin.predict.shipped import NO_CHECKPOINT, SHIPPED_NAME, resolve_checkpoint
 from spin.render.backend import RenderBackendError
 from spin.render.figures import save_png
 
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Fit a 3D body (SMPL-format, the open model by default) to every person in IMAGE: "
             "2D keypoints (MediaPipe's offline pose model, run until it finds nobody more; or "
             "your own file, one person), for each person an initial body "
-            "(a trained regressor, or the mean pose), then SMPLify on the keypoints with a "
+            "(the regressor shipped in the package, another checkpoint, or the mean pose), "
+            "then SMPLify on the keypoints with a "
             "full-frame perspective camera, started from four headings of the initial body "
             "(the best fit wins). Writes OUT/<stem>_overlay.png, "
             "OUT/<stem>_side.png, OUT/<stem>.obj and OUT/<stem>.json and prints per person "
@@ -70,12 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("image", type=Path, help="the photo (any format Pillow reads)")
     parser.add_argument(
         "--checkpoint",
-        type=Path,
         default=None,
-        help="a spin-train checkpoint.pt whose regressor gives the initial body (its crop "
-        "camera is moved to the full-frame camera): trained on RGB crops, or on keypoints / "
-        "keypoint_heatmaps inputs, which are made from the detected (or given) keypoints; "
-        "part-map checkpoints are refused (no segmenter); default: start from the mean pose",
+        help="the regressor that gives the initial body (its crop camera is moved to the "
+        "full-frame camera): a spin-train checkpoint.pt trained on RGB crops, or on keypoints "
+        "/ keypoint_heatmaps inputs, which are made from the detected (or given) keypoints "
+        f"(part-map checkpoints are refused: no segmenter); '{NO_CHECKPOINT}' starts from "
+        f"the mean pose. Default: '{SHIPPED_NAME}', the keypoint model shipped in the package "
+        "(trained with the open body; with --body-model, the mean pose)",
     )
     parser.add_argument(
         "--bbox",
@@ -210,17 +213,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.max_people < 1:
             raise ValueError(f"--max-people must be >= 1, got {args.max_people}")
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            checkpoint = SHIPPED_NAME if args.body_model is None else NO_CHECKPOINT
+        checkpoint = resolve_checkpoint(checkpoint)
         image = read_image(args.image, int(args.max_pixels))
         if bbox is not None:
             check_bbox(bbox, image.shape[1], image.shape[0])
         if args.keypoints is not None:
             keypoints, convention = read_keypoints_file(args.keypoints)
-            result = run_demo(image, args.checkpoint, bbox, keypoints, convention, config)
+            result = run_demo(image, checkpoint, bbox, keypoints, convention, config)
             detector = f"keypoints file {args.keypoints}"
             people = [DemoPerson(keypoints, convention, result.box, None, result)]
         else:
             detector = MEDIAPIPE_DETECTOR
-            people = run_demo_people(image, args.checkpoint, bbox, config, args.max_people)
+            people = run_demo_people(image, checkpoint, bbox, config, args.max_people)
         fitted = [p for p in people if p.result is not None]
         if not fitted:
             reasons = "; ".join(f"person {k}: {p.skipped}" for k, p in enumerate(people))

@@ -17,6 +17,7 @@ import torch
 from spin.atomic import write_all_or_none
 from spin.cli.errors import add_debug_option, reported
 from spin.eval.protocols import GENDER_CHOICES, JOINT_SETS, PRESETS
+from spin.predict.shipped import SHIPPED_NAME, resolve_checkpoint
 
 HELP_WIDTH = 88
 DEFAULT_BATCH_SIZE = 32
@@ -70,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_paragraphs(EPILOG),
     )
     parser.add_argument(
-        "--checkpoint", type=Path, required=True, help="checkpoint.pt written by spin-train"
+        "--checkpoint",
+        required=True,
+        help=f"checkpoint.pt written by spin-train, or '{SHIPPED_NAME}': the model shipped in "
+        "the package (spin-demo's default)",
     )
     parser.add_argument(
         "--dataset",
@@ -187,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="folder for eval_<dataset>.json and .png (default: the checkpoint's folder/"
-        f"{OUT_SUBFOLDER})",
+        f"{OUT_SUBFOLDER}; outputs/eval_shipped for the shipped model)",
     )
     parser.add_argument(
         "--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)"
@@ -235,9 +239,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--dataset {args.dataset!r}: choose one of {', '.join(PRESETS)} or give a "
                 "SPIN-format .npz file"
             )
-        out = args.out if args.out is not None else args.checkpoint.parent / OUT_SUBFOLDER
+        checkpoint = resolve_checkpoint(args.checkpoint)
+        if checkpoint is None:
+            parser.error("--checkpoint: spin-eval evaluates a regressor; give a checkpoint")
+        out = args.out
+        if out is None:  # next to a run's checkpoint; never inside the installed package
+            shipped = args.checkpoint == SHIPPED_NAME
+            out = Path("outputs", "eval_shipped") if shipped else checkpoint.parent / OUT_SUBFOLDER
         report = evaluate(
-            args.checkpoint,
+            checkpoint,
             data,
             args.images,
             protocol,

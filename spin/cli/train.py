@@ -63,19 +63,22 @@ def _remove_failed_start(run_dir: Path, existed: bool) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def held_out_summary(metrics: dict, run_dir: Path) -> str:
+def held_out_summary(metrics: dict, run_dir: Path, detected: bool = False) -> str:
     """The run's result in words: the validation set's errors against the mean pose's, and
-    how to refine them."""
+    how to refine them (``detected``: validated on MediaPipe's keypoints, and so refined)."""
     from spin.train.checkpoint import CHECKPOINT_NAME
 
     error, reference = metrics["val/pa_mpjpe_mm"], metrics["val/mean_pose_pa_mpjpe_mm"]
     change = 100.0 * (error - reference) / reference
     verdict = "better" if change < 0 else "WORSE"
+    keypoints = " --keypoints detected" if detected else ""
+    on = ", MediaPipe's keypoints" if detected else ""
     return (
-        f"validation (held-out people): PA-MPJPE {error:.1f} mm, "
+        f"validation (held-out people{on}): PA-MPJPE {error:.1f} mm, "
         f"MPJPE {metrics['val/mpjpe_mm']:.1f} mm; "
         f"the mean pose scores {reference:.1f} mm PA-MPJPE ({abs(change):.0f}% {verdict}).\n"
-        f"with SMPLify refinement: spin-eval --checkpoint {run_dir / CHECKPOINT_NAME} --refine"
+        f"with SMPLify refinement: spin-eval --checkpoint {run_dir / CHECKPOINT_NAME} "
+        f"--refine{keypoints}"
     )
 
 
@@ -110,7 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         print(f"done: {trainer.run_dir} at step {trainer.step} {summary}")
         if "val/pa_mpjpe_mm" in metrics:
-            print(held_out_summary(metrics, trainer.run_dir))
+            val = config.data.val
+            detected = val is not None and val.keypoints == "mediapipe"
+            print(held_out_summary(metrics, trainer.run_dir, detected))
     return 0
 
 

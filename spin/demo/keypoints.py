@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ __all__ = [
     "box_from_keypoints",
     "detect_mediapipe",
     "detect_people_mediapipe",
+    "mediapipe_detector",
     "read_keypoints_file",
     "search_regions",
 ]
@@ -62,7 +63,8 @@ def detect_mediapipe(image: np.ndarray, box: Sequence[float] | None = None) -> n
     """Detect one person's 33 BlazePose keypoints with MediaPipe (offline).
 
     MediaPipe finds a single person per call: with several people in the picture, pass
-    the box of the one you want (the detector then only sees that part of the image).
+    the box of the one you want (the detector then only sees that part of the image). For
+    many images, :func:`mediapipe_detector` loads the model once.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB image.
@@ -75,29 +77,52 @@ def detect_mediapipe(image: np.ndarray, box: Sequence[float] | None = None) -> n
     Raises:
         ImportError: MediaPipe is not installed (the message says how to install it).
     """
-    image = _check_image(image)
-    height, width = image.shape[:2]
-    x0, y0, x1, y1 = 0, 0, width, height
-    if box is not None:
-        x0, y0, x1, y1 = _clip_box(box, width, height)
-        image = np.ascontiguousarray(image[y0:y1, x0:x1])
+    with mediapipe_detector() as detect:
+        return detect(image, box)
+
+
+@contextmanager
+def mediapipe_detector() -> Iterator[Callable[..., np.ndarray]]:
+    """MediaPipe's pose model loaded once, as :func:`detect_mediapipe` for many images:
+    ``with mediapipe_detector() as detect: keypoints = detect(image, box)``. Every call
+    is independent of the others (static-image mode: no tracking between calls), so the
+    keypoints are the same as :func:`detect_mediapipe`'s.
+
+    Raises:
+        ImportError: MediaPipe is not installed (the message says how to install it).
+    """
     pose_module = _import_mediapipe_pose()
     with _quiet_native_stderr():
-        with pose_module.Pose(
+        pose = pose_module.Pose(
             static_image_mode=True,
             model_complexity=MEDIAPIPE_MODEL_COMPLEXITY,
             min_detection_confidence=MEDIAPIPE_MIN_DETECTION_CONFIDENCE,
-        ) as pose:
+        )
+
+    def detect(image: np.ndarray, box: Sequence[float] | None = None) -> np.ndarray:
+        image = _check_image(image)
+        height, width = image.shape[:2]
+        x0, y0, x1, y1 = 0, 0, width, height
+        if box is not None:
+            x0, y0, x1, y1 = _clip_box(box, width, height)
+            image = np.ascontiguousarray(image[y0:y1, x0:x1])
+        with _quiet_native_stderr():
             result = pose.process(image)
-    keypoints = np.zeros((33, 3))
-    if result.pose_landmarks is None:
+        keypoints = np.zeros((33, 3))
+        if result.pose_landmarks is None:
+            return keypoints
+        landmarks = result.pose_landmarks.landmark
+        # Landmarks are normalised by the width and height of the image MediaPipe saw.
+        keypoints[:, 0] = [x0 + lm.x * (x1 - x0) for lm in landmarks]
+        keypoints[:, 1] = [y0 + lm.y * (y1 - y0) for lm in landmarks]
+        keypoints[:, 2] = [lm.visibility for lm in landmarks]
         return keypoints
-    landmarks = result.pose_landmarks.landmark
-    # Landmarks are normalised by the width and height of the image MediaPipe saw.
-    keypoints[:, 0] = [x0 + lm.x * (x1 - x0) for lm in landmarks]
-    keypoints[:, 1] = [y0 + lm.y * (y1 - y0) for lm in landmarks]
-    keypoints[:, 2] = [lm.visibility for lm in landmarks]
-    return keypoints
+
+    try:
+        yield detect
+    finally:
+        with _quiet_native_stderr():
+            pose.close()
 
 
 MAX_PEOPLE = 10

@@ -51,8 +51,8 @@ from tqdm import tqdm
 from spin.atomic import atomic_write_bytes, atomic_write_text
 from spin.body import BodyModel, load_body_model
 from spin.body.loading import SMPL_DIR_ENV
+from spin.data.detected import DETECTED_DESCRIPTION, detected_keypoints_file
 from spin.data.formats import load_spin_npz
-from spin.eval.detected import DETECTED_DESCRIPTION, detected_keypoints_file
 from spin.eval.metrics import M_TO_MM, center_on, per_joint_errors, pve
 from spin.eval.protocols import (
     GENDERED_CODES,
@@ -613,7 +613,7 @@ def evaluate(
         part_maps: the folder of the file's part maps, for a checkpoint trained on
             ``part_segmentation`` inputs (there is no segmenter to make them from images).
         keypoints: ``"dataset"`` (the file's 2D keypoints) or ``"detected"`` (MediaPipe's,
-            run on the images: :mod:`spin.eval.detected`); they make keypoint inputs and
+            run on the images: :mod:`spin.data.detected`); they make keypoint inputs and
             are what SMPLify refines against.
         detected_dir: where the detected copy of the file is kept (default: the
             checkpoint's ``eval`` folder).

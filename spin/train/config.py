@@ -36,7 +36,11 @@ class DatasetEntry:
     maps, needed only with ``data.input_representation=part_segmentation``
     (:func:`spin.data.representations.part_map_path` gives the layout; the synthetic data's
     is set automatically). ``allow_outside_images`` accepts ``imgname`` entries that lead
-    outside ``images`` (refused by default)."""
+    outside ``images`` (refused by default). ``keypoints`` says whose 2D keypoints the
+    samples carry: ``file`` (the file's), or ``mediapipe`` (MediaPipe run once on the images,
+    cached next to the file, only the samples where it found someone:
+    :func:`spin.data.detected.detected_keypoints_file`), so that a keypoint network learns
+    the detector's errors as it will meet them on photos."""
 
     name: str
     npz: str
@@ -46,6 +50,7 @@ class DatasetEntry:
     fraction_3d: float | None = None
     part_maps: str | None = None
     allow_outside_images: bool = False
+    keypoints: Literal["file", "mediapipe"] = "file"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from spin.body import load_body_model
 from spin.body.joint_conventions import H36M_TO_LSP14
 from spin.body.sparse import SparseJointModel
 from spin.config import config_to_dict
+from spin.data.detected import detected_keypoints_file
 from spin.data.endless import EndlessKeypoints
 from spin.data.mixed_dataset import MixedDataset
 from spin.data.spin_dataset import SpinDataset
@@ -176,6 +177,22 @@ def ensure_synthetic_data(
     return ([train] if "train" in splits else []), test
 
 
+def synthetic_splits_named(config: TrainConfig, entries: list[DatasetEntry]) -> tuple[str, ...]:
+    """The synthetic splits that ``entries`` name by path (``<data.synthetic.out_dir>/
+    <split>.npz``) and that do not exist yet: a config may train on the embedded data's
+    files like on any dataset, and they are generated on first use."""
+    synthetic = config.data.synthetic
+    if synthetic is None:
+        return ()
+    named = {Path(entry.npz).resolve() for entry in entries}
+    return tuple(
+        split
+        for split in ("train", "test")
+        if (path := Path(synthetic.out_dir, f"{split}.npz")).resolve() in named
+        and not path.exists()
+    )
+
+
 def _collate(items: list[dict]) -> dict:
     batch = {}
     for key in items[0]:
@@ -294,6 +311,13 @@ class Trainer:
             with main_first(self.distributed):  # rank 0 generates missing data
                 train_entries, synthetic_val = ensure_synthetic_data(config, splits)
             val_entry = val_entry or synthetic_val
+        with main_first(self.distributed):  # rank 0 makes missing data, runs the detector
+            named = train_entries + ([val_entry] if val_entry is not None else [])
+            missing = synthetic_splits_named(config, named)
+            if missing:
+                ensure_synthetic_data(config, missing)
+            train_entries = [self._with_keypoints(e) for e in train_entries]
+            val_entry = self._with_keypoints(val_entry) if val_entry is not None else None
         self.train_sets = [
             SpinDataset(
                 e.npz,
@@ -403,6 +427,16 @@ class Trainer:
             self.adversarial.train_discriminator = wrap_model(
                 self.adversarial.discriminator, self.distributed
             )
+
+    def _with_keypoints(self, entry: DatasetEntry) -> DatasetEntry:
+        """The entry as trained on: with ``keypoints: mediapipe``, its detected copy."""
+        if entry.keypoints == "file":
+            return entry
+        npz = detected_keypoints_file(
+            entry.npz, entry.images, Path(entry.npz).parent, self.progress, found_only=True
+        )
+        print(f"{entry.name}: MediaPipe's keypoints from {npz}")
+        return replace(entry, npz=str(npz), keypoints="file")
 
     def _initial_cache(self, entries: list[DatasetEntry]) -> FitsCache:
         sizes = {dataset.name: len(dataset) for dataset in self.train_sets}

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from spin.cli import demo
+from spin.predict.shipped import SHIPPED_MODEL
 from tests.demo import PHOTO_SIZE, synthetic_photo, write_coco_keypoints
 
 
@@ -88,6 +89,22 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit):
         demo.main([str(tmp_path / "missing.png"), "--keypoints", str(tmp_path / "k.json")])
     assert "missing.png" in capsys.readouterr().err
+
+
+def test_the_shipped_model_gives_the_initial_body_unless_told_otherwise(tmp_path, capsys):
+    photo = synthetic_photo()
+    image_path = tmp_path / "person.png"
+    Image.fromarray(photo.image).save(image_path)
+    keypoints = write_coco_keypoints(tmp_path / "person_keypoints.json", photo.keypoints)
+    argv = [str(image_path), "--keypoints", str(keypoints), "--out", str(tmp_path / "out")]
+    assert demo.main(argv) == 0
+    assert "start: regressor (" in capsys.readouterr().out
+    data = json.loads((tmp_path / "out" / "person.json").read_text())["people"][0]["fit"]
+    assert SHIPPED_MODEL.name in data["initial"] and "keypoints input" in data["initial"]
+    assert data["regressed_cam_t"] is not None and data["mean_reprojection_error_px"] < 10
+    for start in (["--checkpoint", "none"], ["--body-model", "open-lite"]):
+        assert demo.main([*argv, *start]) == 0
+        assert "start: mean pose" in capsys.readouterr().out, start
 
 
 def test_a_keypoints_checkpoint_end_to_end(tiny_runs, tmp_path, capsys):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -189,3 +192,54 @@ def test_spin_train_ends_with_the_held_out_result_in_words(data_dir, tmp_path, c
     assert "validation (held-out people): PA-MPJPE" in out
     assert "the mean pose scores" in out
     assert f"spin-eval --checkpoint {tmp_path / 'tiny' / 'checkpoint.pt'} --refine" in out
+
+
+def test_the_summary_says_when_validation_used_mediapipe_keypoints():
+    from spin.cli.train import held_out_summary
+
+    metrics = {"val/pa_mpjpe_mm": 80.0, "val/mpjpe_mm": 140.0, "val/mean_pose_pa_mpjpe_mm": 126.5}
+    text = held_out_summary(metrics, Path("runs/x"), detected=True)
+    assert "held-out people, MediaPipe's keypoints): PA-MPJPE 80.0 mm" in text
+    assert "(37% better)" in text and text.endswith("--refine --keypoints detected")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None, reason="needs MediaPipe")
+@pytest.mark.filterwarnings("ignore:label\\(\\) is deprecated:DeprecationWarning")
+def test_an_entry_with_mediapipe_keypoints_trains_on_what_mediapipe_found(tmp_path):
+    """configs/shipped_model.yaml's route: a dataset entry naming the synthetic train split
+    (made on first use) with ``keypoints: mediapipe`` trains on MediaPipe's keypoints of the
+    samples where it found someone, and so does the validation entry."""
+    from spin.data.formats import load_spin_npz
+
+    data = tmp_path / "data"
+    entry = f"name: found, npz: {data / 'train.npz'}, images: {data}, keypoints: mediapipe"
+    val = f"name: val, npz: {data / 'test.npz'}, images: {data}, keypoints: mediapipe"
+    overrides = [
+        "mode=regression_only",
+        "val_every=0",
+        "checkpoint_every=0",
+        "wandb.image_every=0",
+        "data.input_representation=keypoints",
+        "hmr.backbone.name=mlp",
+        "data.synthetic.image_size=192",
+        "data.synthetic.fraction_3d=1.0",
+        f"data.train=[{{{entry}}}]",
+        f"data.val={{{val}}}",
+    ]
+    trainer = Trainer(tiny_config(data, tmp_path, *overrides), progress=False)
+    assert (data / "train.npz").is_file() and (data / "test.npz").is_file()
+    (train_set,) = trainer.train_sets
+    detected = load_spin_npz(data / "train_mediapipe_vis0.2.npz")
+    found = detected["openpose"][..., 2].max(axis=1) > 0
+    assert 0 < found.sum() == len(train_set), f"MediaPipe found {found.sum()} of {len(found)}"
+    kept = load_spin_npz(data / "train_mediapipe_vis0.2_found.npz")
+    np.testing.assert_array_equal(kept["imgname"], detected["imgname"][found])
+    np.testing.assert_array_equal(kept["openpose"], detected["openpose"][found])
+    assert (
+        len(trainer.val_data)
+        == (
+            load_spin_npz(data / "test_mediapipe_vis0.2.npz")["openpose"][..., 2].max(axis=1) > 0
+        ).sum()
+    )
+    metrics = trainer.run()
+    assert trainer.step == 2 and np.isfinite(metrics["loss/total"])

@@ -15,7 +15,9 @@ Everything else (boxes, ground truth) is the file's. The network's input and SMP
 refinement then both use the detected keypoints only.
 
 The detected copy is written once per dataset file and visibility threshold and reused while
-it is newer than the file (:func:`detected_keypoints_file`).
+it is newer than the file (:func:`detected_keypoints_file`). ``spin-eval --keypoints
+detected`` uses it, and so does training from a dataset entry with ``keypoints: mediapipe``
+(then only the samples where MediaPipe found someone).
 """
 
 from __future__ import annotations
@@ -71,22 +73,23 @@ def detect_dataset_keypoints(
         ImportError: MediaPipe is not installed (the message says how to install it).
         FileNotFoundError: an image is missing.
     """
-    from spin.demo.keypoints import detect_mediapipe
+    from spin.demo.keypoints import mediapipe_detector
 
     arrays = dict(load_spin_npz(npz_path, validate=False))
     image_folder = Path(image_folder)
     num = len(arrays["imgname"])
     spin49 = np.zeros((num, SPIN_49.num_joints, 3))
     names = tqdm(arrays["imgname"], desc="MediaPipe keypoints", disable=not progress)
-    for row, name in enumerate(names):
-        path = image_folder / str(name)
-        if not path.is_file():
-            raise FileNotFoundError(f"no image {path} (sample {row} of {npz_path})")
-        image = np.asarray(Image.open(path).convert("RGB"))
-        center = np.asarray(arrays["center"][row], dtype=np.float64)
-        half = 0.5 * float(arrays["scale"][row]) * BOX_SIZE_PER_SCALE
-        box = (center[0] - half, center[1] - half, center[0] + half, center[1] + half)
-        spin49[row] = convert(detect_mediapipe(image, box), "mediapipe33", SPIN_49)
+    with mediapipe_detector() as detect:
+        for row, name in enumerate(names):
+            path = image_folder / str(name)
+            if not path.is_file():
+                raise FileNotFoundError(f"no image {path} (sample {row} of {npz_path})")
+            image = np.asarray(Image.open(path).convert("RGB"))
+            center = np.asarray(arrays["center"][row], dtype=np.float64)
+            half = 0.5 * float(arrays["scale"][row]) * BOX_SIZE_PER_SCALE
+            box = (center[0] - half, center[1] - half, center[0] + half, center[1] + half)
+            spin49[row] = convert(detect(image, box), "mediapipe33", SPIN_49)
     openpose = spin49[:, :NUM_OPENPOSE]
     openpose[openpose[..., 2] <= min_visibility] = 0.0
     arrays["openpose"] = openpose
@@ -103,12 +106,36 @@ def detected_keypoints_file(
     image_folder: str | os.PathLike,
     cache_dir: str | os.PathLike,
     progress: bool = True,
+    found_only: bool = False,
 ) -> Path:
     """The detected copy of ``npz_path`` in ``cache_dir``
-    (``<stem>_mediapipe_vis<threshold>.npz``), made when missing or older than the file."""
+    (``<stem>_mediapipe_vis<threshold>.npz``), made when missing or older than the file.
+
+    With ``found_only``, the copy keeps only the samples where MediaPipe found someone
+    (``<stem>_mediapipe_vis<threshold>_found.npz``, made from the full copy): a training set
+    of detected keypoints, where a sample without any keypoint would teach nothing.
+
+    Raises:
+        ValueError: ``found_only`` and MediaPipe found nobody in any sample.
+    """
     npz_path = Path(npz_path)
     out = Path(cache_dir) / f"{npz_path.stem}_mediapipe_vis{OPENPOSE_MIN_VISIBILITY:g}.npz"
-    if out.is_file() and out.stat().st_mtime >= npz_path.stat().st_mtime:
+    if not (out.is_file() and out.stat().st_mtime >= npz_path.stat().st_mtime):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        detect_dataset_keypoints(npz_path, image_folder, out, progress)
+    if not found_only:
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return detect_dataset_keypoints(npz_path, image_folder, out, progress)
+    found_path = out.with_name(f"{out.stem}_found.npz")
+    if found_path.is_file() and found_path.stat().st_mtime >= out.stat().st_mtime:
+        return found_path
+    arrays = dict(load_spin_npz(out, validate=False))
+    num = len(arrays["imgname"])
+    found = (arrays["openpose"][..., 2].max(axis=1) > 0) | (arrays["part"][..., 2].max(axis=1) > 0)
+    if not found.any():
+        raise ValueError(f"MediaPipe found nobody in any of the {num} samples of {npz_path}")
+    rows = {
+        key: value[found]
+        for key, value in arrays.items()
+        if isinstance(value, np.ndarray) and value.ndim > 0 and len(value) == num
+    }
+    return save_spin_npz(found_path, **{**arrays, **rows})

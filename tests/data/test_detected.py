@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spin.data.formats import load_spin_npz
-from spin.data.synthetic import SyntheticConfig, generate_synthetic
-from spin.eval.detected import (
+from spin.data.detected import (
     DETECTED_DESCRIPTION,
     OPENPOSE_MIN_VISIBILITY,
     detected_keypoints_file,
 )
+from spin.data.formats import load_spin_npz
+from spin.data.synthetic import SyntheticConfig, generate_synthetic
 from spin.eval.evaluate import evaluate
 from spin.eval.protocols import get_protocol
 from tests.eval.test_evaluate import make_checkpoint
