@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SMPLIFY_MODES,
         default=DEFAULT_MODE,
         help="SMPLify schedule: 'lm' (Levenberg-Marquardt, converges from the mean pose), "
-        "'fast' (SPIN's 100 + 100 Adam steps on the joints) or 'faithful' (the same, posing "
-        "the whole mesh: same fit, slower) (default: %(default)s)",
+        "'anchored' (the same, kept near the regressor's pose and shape where the keypoints "
+        "do not decide), 'fast' (SPIN's 100 + 100 Adam steps on the joints) or 'faithful' "
+        "(the same, posing the whole mesh: same fit, slower) (default: %(default)s)",
     )
     parser.add_argument(
         "--focal-length",

@@ -103,9 +103,11 @@ DEFAULT_MODE = "lm"
 SPIN's 100 + 100 Adam steps stop part-way: on 24 synthetic people (ground-truth 2D keypoints,
 four starting headings) pelvis-centred joint error 101 mm against 125 mm with Adam."""
 
-SMPLIFY_MODES = ("lm", "fast", "faithful")
-"""``spin.fitting.smplify`` schedules: Levenberg-Marquardt, or SPIN's 100 + 100 Adam steps on
-the joints only ("fast") or posing the whole mesh ("faithful"; the same fit, slower)."""
+SMPLIFY_MODES = ("lm", "anchored", "fast", "faithful")
+"""``spin.fitting.smplify`` schedules: Levenberg-Marquardt, the same with terms that keep the
+body pose and betas near the start ("anchored": for a regressor's start; from the mean pose
+it pulls towards the mean pose), or SPIN's 100 + 100 Adam steps on the joints only ("fast")
+or posing the whole mesh ("faithful"; the same fit, slower)."""
 
 INITIAL_YAWS_DEG = (0.0, 90.0, 180.0, 270.0)
 """Turns of the initial body about its own vertical axis, fitted side by side in one batch;
@@ -154,7 +156,7 @@ class DemoConfig:
             starts from; the lowest objective wins (see :data:`INITIAL_YAWS_DEG`).
     """
 
-    mode: Literal["lm", "fast", "faithful"] = DEFAULT_MODE
+    mode: Literal["lm", "anchored", "fast", "faithful"] = DEFAULT_MODE
     focal_length: float | None = None
     body_model: str | None = None
     pose_prior: str | None = None
