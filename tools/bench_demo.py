@@ -15,7 +15,7 @@ training config uses, 128 px like the training renders) under ``--out``; ``--dat
 an existing synthetic ``.npz`` (with SMPL parameters) instead.
 
 Usage: ``python tools/bench_demo.py [--num 100] [--seed 31337] [--checkpoint shipped]
-[--modes lm,anchored] [--threads 2]``
+[--modes lm,anchored] [--starts regressor] [--threads 2]``
 """
 
 from __future__ import annotations
@@ -100,6 +100,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--modes", default="lm,anchored", help=f"comma-separated subset of {SMPLIFY_MODES}"
     )
+    parser.add_argument(
+        "--starts",
+        default=f"regressor,{MEAN_POSE}",
+        help="comma-separated subset of the starts: regressor, mean pose",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_demo"))
     args = parser.parse_args(argv)
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{torch.get_num_threads()}"
     )
     table = []
-    for start in ("regressor", MEAN_POSE):
+    for start in args.starts.split(","):
         for mode in modes:
             config = DemoConfig(mode=mode)
             first = np.asarray(Image.open(images / str(arrays["imgname"][rows[0]])).convert("RGB"))

@@ -28,6 +28,7 @@ from spin.demo.pipeline import (
     DEFAULT_MODE,
     MEDIAPIPE_DETECTOR,
     MIN_CONFIDENCE,
+    REGRESSOR_MODE,
     SMPLIFY_MODES,
     DemoConfig,
     DemoPerson,
@@ -105,11 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mode",
         choices=SMPLIFY_MODES,
-        default=DEFAULT_MODE,
+        default=None,
         help="SMPLify schedule: 'lm' (Levenberg-Marquardt, converges from the mean pose), "
         "'anchored' (the same, kept near the regressor's pose and shape where the keypoints "
         "do not decide), 'fast' (SPIN's 100 + 100 Adam steps on the joints) or 'faithful' "
-        "(the same, posing the whole mesh: same fit, slower) (default: %(default)s)",
+        f"(the same, posing the whole mesh: same fit, slower) (default: '{REGRESSOR_MODE}' "
+        f"from a regressor's start, '{DEFAULT_MODE}' from the mean pose)",
     )
     parser.add_argument(
         "--focal-length",
