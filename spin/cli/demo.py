@@ -28,7 +28,6 @@ from spin.demo.pipeline import (
     DEFAULT_MODE,
     MEDIAPIPE_DETECTOR,
     MIN_CONFIDENCE,
-    REGRESSOR_MODE,
     SMPLIFY_MODES,
     DemoConfig,
     DemoPerson,
@@ -106,12 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mode",
         choices=SMPLIFY_MODES,
-        default=None,
+        default=DEFAULT_MODE,
         help="SMPLify schedule: 'lm' (Levenberg-Marquardt, converges from the mean pose), "
         "'anchored' (the same, kept near the regressor's pose and shape where the keypoints "
         "do not decide), 'fast' (SPIN's 100 + 100 Adam steps on the joints) or 'faithful' "
-        f"(the same, posing the whole mesh: same fit, slower) (default: '{REGRESSOR_MODE}' "
-        f"from a regressor's start, '{DEFAULT_MODE}' from the mean pose)",
+        "(the same, posing the whole mesh: same fit, slower) (default: %(default)s)",
     )
     parser.add_argument(
         "--focal-length",

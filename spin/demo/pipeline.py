@@ -74,7 +74,6 @@ from spin.regressor.mean_params import mean_params_for_body_model
 
 __all__ = [
     "DEFAULT_MODE",
-    "REGRESSOR_MODE",
     "MEDIAPIPE_DETECTOR",
     "DemoConfig",
     "DemoFitter",
@@ -100,17 +99,15 @@ __all__ = [
 ]
 
 DEFAULT_MODE = "lm"
-"""SMPLify schedule of the demo from the mean pose: Levenberg-Marquardt. From the mean pose it
-converges where SPIN's 100 + 100 Adam steps stop part-way: on 24 synthetic people
-(ground-truth 2D keypoints, four starting headings) pelvis-centred joint error 101 mm against
-125 mm with Adam."""
+"""SMPLify schedule of the demo: Levenberg-Marquardt. From the mean pose it converges where
+SPIN's 100 + 100 Adam steps stop part-way: on 24 synthetic people (ground-truth 2D keypoints,
+four starting headings) pelvis-centred joint error 101 mm against 125 mm with Adam.
 
-REGRESSOR_MODE = "anchored"
-"""SMPLify schedule of the demo from a regressor's start: Levenberg-Marquardt kept near the
-regressor's pose and shape where the keypoints do not decide. On 82 rendered people with
-MediaPipe's keypoints (``tools/bench_demo.py``, the shipped model) PA-MPJPE 72.0 mm against
-77.3 with ``lm`` and 78.0 for the regressor alone: fitted freely, MediaPipe's errors pull the
-body away from a good start."""
+From the shipped regressor's start, ``"anchored"`` (``--mode anchored``) is better in 3D on
+rendered people with MediaPipe's keypoints (``tools/bench_demo.py``, 165 of the 200 test
+people: PA-MPJPE 77.2 mm against 80.4 with ``lm`` and 82.8 for the regressor alone) but
+follows real photos less closely (mean reprojection error 7.6-12.4 px against 6.0-10.0, mask
+IoU 0.57-0.66 against 0.57-0.71 on the README's photos), so ``lm`` stays the default."""
 
 SMPLIFY_MODES = ("lm", "anchored", "fast", "faithful")
 """``spin.fitting.smplify`` schedules: Levenberg-Marquardt, the same with terms that keep the
@@ -152,8 +149,7 @@ class DemoConfig:
     """Settings of :func:`run_demo`.
 
     Attributes:
-        mode: SMPLify schedule, one of :data:`SMPLIFY_MODES`; None: :data:`REGRESSOR_MODE`
-            from a regressor's start, :data:`DEFAULT_MODE` from the mean pose.
+        mode: SMPLify schedule, one of :data:`SMPLIFY_MODES` (see :data:`DEFAULT_MODE`).
         focal_length: full-frame focal length in pixels; None for the image diagonal.
         body_model: body model without a checkpoint (``"open"``, ``"open-lite"``,
             ``"smpl"`` or a path); None means the checkpoint's, else ``"open"``. With a
@@ -166,7 +162,7 @@ class DemoConfig:
             starts from; the lowest objective wins (see :data:`INITIAL_YAWS_DEG`).
     """
 
-    mode: Literal["lm", "anchored", "fast", "faithful"] | None = None
+    mode: Literal["lm", "anchored", "fast", "faithful"] = DEFAULT_MODE
     focal_length: float | None = None
     body_model: str | None = None
     pose_prior: str | None = None
@@ -176,7 +172,7 @@ class DemoConfig:
     initial_yaws_deg: tuple[float, ...] = INITIAL_YAWS_DEG
 
     def __post_init__(self) -> None:
-        if self.mode is not None and self.mode not in SMPLIFY_MODES:
+        if self.mode not in SMPLIFY_MODES:
             raise ValueError(f"unknown SMPLify mode {self.mode!r}; use one of {SMPLIFY_MODES}")
         if self.focal_length is not None and not (
             math.isfinite(self.focal_length) and self.focal_length > 0
@@ -382,8 +378,7 @@ class DemoFitter:
         intrinsics = full_frame_intrinsics(
             torch.tensor(image_size, dtype=torch.float64), config.focal_length
         ).numpy()
-        mode = config.mode or (REGRESSOR_MODE if predictor is not None else DEFAULT_MODE)
-        smplify = SMPLify(body_model, prior, SMPLifyConfig(mode=mode))
+        smplify = SMPLify(body_model, prior, SMPLifyConfig(mode=config.mode))
         return cls(config, predictor, body_model, smplify, intrinsics)
 
     def fit(
@@ -430,7 +425,7 @@ class DemoFitter:
             initial=initial.source,
             initial_yaw_deg=fit["yaw_deg"],
             regressed_cam_t=initial.cam_t,
-            mode=self.smplify.config.mode,
+            mode=config.mode,
             body_model=self.body_model.name,
         )
 
