@@ -127,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("dataset", "detected"),
         default="dataset",
         help="2D keypoints for keypoint inputs and --refine: the file's (default) or "
-        "MediaPipe's, run on every sample's image in its person box (the protocol a photo "
-        "gets; the detected copy is kept as OUT/<file>_mediapipe_vis0.2.npz and reused)",
+        "MediaPipe's, run on every sample's image in its person box enlarged 1.5x (the "
+        "protocol a photo gets; the detected copy is kept as "
+        "OUT/<file>_mediapipe_vis0.2_box1.5.npz and reused)",
     )
     parser.add_argument(
         "--refine",

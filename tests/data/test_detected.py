@@ -8,7 +8,9 @@ import pytest
 
 from spin.data.detected import (
     DETECTED_DESCRIPTION,
+    DETECTION_BOX_ENLARGE,
     OPENPOSE_MIN_VISIBILITY,
+    detect_dataset_keypoints,
     detected_keypoints_file,
 )
 from spin.data.formats import load_spin_npz
@@ -76,7 +78,36 @@ def test_evaluation_on_detected_keypoints_says_so(synthetic_npz, tmp_path):
         keypoints="detected",
         detected_dir=tmp_path / "cache",
     )
-    assert (tmp_path / "cache" / "test_mediapipe_vis0.2.npz").is_file()
+    assert (tmp_path / "cache" / "test_mediapipe_vis0.2_box1.5.npz").is_file()
     assert DETECTED_DESCRIPTION in "\n".join(report.header)
     with pytest.raises(ValueError, match="keypoints must be one of"):
         evaluate(checkpoint, synthetic_npz, None, get_protocol("synthetic"), keypoints="file")
+
+
+def test_mediapipe_searches_the_person_box_enlarged(synthetic_npz, tmp_path, monkeypatch):
+    """The square MediaPipe sees is the sample's box (``scale`` x 200 px about ``center``)
+    times ``box_enlarge``, about the same centre."""
+    from contextlib import contextmanager
+
+    from spin.demo import keypoints as demo_keypoints
+
+    boxes = []
+
+    @contextmanager
+    def recording_detector():
+        def detect(image, box=None):
+            boxes.append(box)
+            return np.zeros((33, 3))
+
+        yield detect
+
+    monkeypatch.setattr(demo_keypoints, "mediapipe_detector", recording_detector)
+    arrays = load_spin_npz(synthetic_npz)
+    for enlarge in (1.0, 1.5):
+        boxes.clear()
+        detect_dataset_keypoints(synthetic_npz, synthetic_npz.parent, tmp_path / "d.npz",
+                                 progress=False, box_enlarge=enlarge)  # fmt: skip
+        got = np.asarray(boxes)
+        np.testing.assert_allclose((got[:, :2] + got[:, 2:]) / 2, arrays["center"], atol=1e-9)
+        np.testing.assert_allclose(got[:, 2] - got[:, 0], arrays["scale"] * 200 * enlarge)
+    assert DETECTION_BOX_ENLARGE > 1.0

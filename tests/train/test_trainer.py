@@ -229,16 +229,16 @@ def test_an_entry_with_mediapipe_keypoints_trains_on_what_mediapipe_found(tmp_pa
     trainer = Trainer(tiny_config(data, tmp_path, *overrides), progress=False)
     assert (data / "train.npz").is_file() and (data / "test.npz").is_file()
     (train_set,) = trainer.train_sets
-    detected = load_spin_npz(data / "train_mediapipe_vis0.2.npz")
+    detected = load_spin_npz(data / "train_mediapipe_vis0.2_box1.5.npz")
     found = detected["openpose"][..., 2].max(axis=1) > 0
     assert 0 < found.sum() == len(train_set), f"MediaPipe found {found.sum()} of {len(found)}"
-    kept = load_spin_npz(data / "train_mediapipe_vis0.2_found.npz")
+    kept = load_spin_npz(data / "train_mediapipe_vis0.2_box1.5_found.npz")
     np.testing.assert_array_equal(kept["imgname"], detected["imgname"][found])
     np.testing.assert_array_equal(kept["openpose"], detected["openpose"][found])
     assert (
         len(trainer.val_data)
         == (
-            load_spin_npz(data / "test_mediapipe_vis0.2.npz")["openpose"][..., 2].max(axis=1) > 0
+            load_spin_npz(data / "test_mediapipe_vis0.2_box1.5.npz")["openpose"][..., 2].max(axis=1) > 0
         ).sum()
     )
     metrics = trainer.run()
