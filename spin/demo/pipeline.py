@@ -105,9 +105,10 @@ four starting headings) pelvis-centred joint error 101 mm against 125 mm with Ad
 
 From the shipped regressor's start, ``"anchored"`` (``--mode anchored``) is better in 3D on
 rendered people with MediaPipe's keypoints (``tools/bench_demo.py``, 165 of the 200 test
-people: PA-MPJPE 77.2 mm against 80.4 with ``lm`` and 82.8 for the regressor alone) but
-follows real photos less closely (mean reprojection error 7.6-12.4 px against 6.0-10.0, mask
-IoU 0.57-0.66 against 0.57-0.71 on the README's photos), so ``lm`` stays the default."""
+people: PA-MPJPE 75.8 mm against 80.3 with ``lm`` and 82.2 for the regressor alone) but
+follows real photos less closely (with the first shipped model: mean reprojection error
+7.6-12.4 px against 6.0-10.0, mask IoU 0.57-0.66 against 0.57-0.71 on the README's photos),
+so ``lm`` stays the default."""
 
 SMPLIFY_MODES = ("lm", "anchored", "fast", "faithful")
 """``spin.fitting.smplify`` schedules: Levenberg-Marquardt, the same with terms that keep the
