@@ -1,7 +1,8 @@
 """Export a spin-train checkpoint as a shippable regressor (no optimiser state, float16
 weights): what `make shipped-model` does to make spin/predict/assets/keypoints_model.pt.
 
-    python tools/export_model.py runs/shipped_model/checkpoint.pt spin/predict/assets/keypoints_model.pt
+    python tools/export_model.py runs/shipped_model/checkpoint.pt \
+        spin/predict/assets/keypoints_model.pt
 """
 
 from __future__ import annotations

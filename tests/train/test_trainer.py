@@ -235,11 +235,7 @@ def test_an_entry_with_mediapipe_keypoints_trains_on_what_mediapipe_found(tmp_pa
     kept = load_spin_npz(data / "train_mediapipe_vis0.2_box1.5_found.npz")
     np.testing.assert_array_equal(kept["imgname"], detected["imgname"][found])
     np.testing.assert_array_equal(kept["openpose"], detected["openpose"][found])
-    assert (
-        len(trainer.val_data)
-        == (
-            load_spin_npz(data / "test_mediapipe_vis0.2_box1.5.npz")["openpose"][..., 2].max(axis=1) > 0
-        ).sum()
-    )
+    val_detected = load_spin_npz(data / "test_mediapipe_vis0.2_box1.5.npz")
+    assert len(trainer.val_data) == (val_detected["openpose"][..., 2].max(axis=1) > 0).sum()
     metrics = trainer.run()
     assert trainer.step == 2 and np.isfinite(metrics["loss/total"])
