@@ -39,7 +39,7 @@ from spin.demo.pipeline import (
     person_box,
     regress,
 )
-from spin.eval.metrics import M_TO_MM, center_on, mpjpe, pa_mpjpe
+from spin.eval.evaluate import compute_errors
 from spin.predict.shipped import SHIPPED_NAME, resolve_checkpoint
 
 DEFAULT_SEED = 31337
@@ -63,19 +63,19 @@ def make_people(folder: Path, num: int, seed: int, size: int) -> Path:
 
 
 def joint_errors_mm(body, pose, betas, true_pose, true_betas) -> tuple[np.ndarray, np.ndarray]:
-    """Per-person MPJPE and PA-MPJPE (mm) of the 14 LSP joints, pelvis-centred."""
+    """Per-person MPJPE and PA-MPJPE (mm) of the 14 LSP joints, pelvis-centred, as
+    ``spin-eval`` computes them (:func:`spin.eval.evaluate.compute_errors`)."""
     as_tensor = lambda a: torch.as_tensor(np.asarray(a), dtype=body.v_template.dtype)  # noqa: E731
     with torch.no_grad():
         fit = body(pose_rotvecs=as_tensor(pose), betas=as_tensor(betas)).joints_h36m
         truth = body(pose_rotvecs=as_tensor(true_pose), betas=as_tensor(true_betas)).joints_h36m
-    fit = center_on(fit, 0)[:, list(H36M_TO_LSP14)]
-    truth = center_on(truth, 0)[:, list(H36M_TO_LSP14)]
-    return (mpjpe(fit, truth) * M_TO_MM).numpy(), (pa_mpjpe(fit, truth) * M_TO_MM).numpy()
+    errors = compute_errors(fit, truth, H36M_TO_LSP14)
+    return errors["mpjpe"].numpy(), errors["pa_mpjpe"].numpy()
 
 
-def detect_all(npz: Path, images: Path) -> tuple[list[int], dict[int, np.ndarray]]:
-    """MediaPipe on every whole image: the rows where it found someone and their
-    keypoints (``mediapipe33``, image pixels)."""
+def detect_all(npz: Path, images: Path) -> dict[int, np.ndarray]:
+    """MediaPipe on every whole image: the rows where it found someone, in order, with
+    their keypoints (``mediapipe33``, image pixels)."""
     names = np.load(npz)["imgname"]
     found: dict[int, np.ndarray] = {}
     with mediapipe_detector() as detect:
@@ -83,7 +83,7 @@ def detect_all(npz: Path, images: Path) -> tuple[list[int], dict[int, np.ndarray
             keypoints = detect(np.asarray(Image.open(images / str(name)).convert("RGB")))
             if (keypoints[:, 2] > 0).any():
                 found[row] = keypoints
-    return list(found), found
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
                                    args.size)  # fmt: skip
     images = npz.parent
     arrays = np.load(npz)
-    rows, keypoints = detect_all(npz, images)
+    keypoints = detect_all(npz, images)
+    rows = list(keypoints)
     if not rows:
         raise SystemExit("MediaPipe found nobody in these images")
     true_pose, true_betas = arrays["pose"][rows], arrays["shape"][rows]

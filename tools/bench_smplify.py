@@ -38,7 +38,8 @@ import torch
 from spin.body import load_body_model
 from spin.body.joint_conventions import H36M_TO_LSP14
 from spin.body.pose_sampler import sample_poses
-from spin.eval.metrics import M_TO_MM, center_on, mpjpe, pa_mpjpe
+from spin.eval.evaluate import compute_errors
+from spin.eval.metrics import M_TO_MM
 from spin.fitting.priors import load_pose_prior
 from spin.fitting.smplify import SMPLify, SMPLifyConfig, mean_start_config
 from spin.geometry import (
@@ -157,12 +158,11 @@ def errors_mm(body, pose, betas, problem: Problem) -> tuple[float, float, float]
         rest = torch.zeros_like(pose)
         fit_rest = body(pose_rotvecs=rest, betas=betas).vertices
         truth_rest = body(pose_rotvecs=rest, betas=problem.betas).vertices
-    fit = center_on(fit, 0)[:, list(H36M_TO_LSP14)]
-    truth = center_on(truth, 0)[:, list(H36M_TO_LSP14)]
+    errors = compute_errors(fit, truth, H36M_TO_LSP14)  # as spin-eval computes them
     shape = (fit_rest - truth_rest).norm(dim=-1).mean()
     return (
-        float(mpjpe(fit, truth).mean() * M_TO_MM),
-        float(pa_mpjpe(fit, truth).mean() * M_TO_MM),
+        float(errors["mpjpe"].mean()),
+        float(errors["pa_mpjpe"].mean()),
         float(shape * M_TO_MM),
     )
 
