@@ -1,23 +1,41 @@
-"""Does the loop help? Train the three synthetic configs with one budget and seed, compare.
+"""Does the loop help? Train the modes with one budget over seeds and fractions of 3D labels.
 
-Runs ``configs/synthetic_regression_only.yaml``, ``configs/synthetic_static_fits.yaml`` and
-``configs/synthetic_spin.yaml`` (the same data, network, steps and seed; only the mode
-differs) and prints their held-out MPJPE / PA-MPJPE (mm, 14 LSP joints from the H36M
-regressor) side by side, plus the final fraction of training samples with a valid fit.
+By default runs ``configs/synthetic_regression_only.yaml``, ``configs/synthetic_static_fits.yaml``
+and ``configs/synthetic_spin.yaml`` (the same data, network, steps and seed; only the mode
+differs). With ``--config``, every mode trains that one config with ``mode=<mode>``: e.g. the
+keypoint regressor of ``make train`` on a pool of endless people (``static_fits`` needs fits
+made beforehand over a dataset on disk, so it is left out for endless data).
+
+``--seeds`` repeats each run with other training seeds (network initialisation, sample order;
+the data stay the same) and ``--fractions`` sets the fraction of training samples that keep
+their 3D labels (``data.endless.fraction_3d`` for endless data, else
+``data.synthetic.fraction_3d``). Prints held-out PA-MPJPE (mm, 14 LSP joints from the H36M
+regressor) as mean +- standard deviation over the seeds, the in-loop run's difference to
+regression only (paired by seed), and writes ``loop_experiment.json`` / ``.md`` / ``.png``
+(PA-MPJPE against the fraction, error bars over the seeds) in ``--run-dir``.
 
 SPIN's claim, in spirit: with mostly 2D-only training data, the in-loop run beats
 regression-only on held-out PA-MPJPE.
 
-Usage: ``python tools/experiment_loop.py [--steps 600] [--run-dir runs/experiment]
-[key=value ...]`` (overrides apply to all three runs).
+Finished runs are reused and an interrupted one resumes, so the script can be stopped and
+started again with the same arguments.
+
+Usage: ``python tools/experiment_loop.py [--steps 600] [--config CONFIG] [--seeds 0,1,2]
+[--fractions 0.1] [--modes regression_only,in_loop] [--run-dir runs/experiment]
+[key=value ...]`` (overrides apply to every run).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
+import numpy as np
+
+from spin.config import load_config
+from spin.train.config import TrainConfig
 from spin.train.experiments import budget_overrides, format_table, mean_pose_baseline, train_once
 
 CONFIGS = {
@@ -25,46 +43,144 @@ CONFIGS = {
     "static_fits": "configs/synthetic_static_fits.yaml",
     "in_loop": "configs/synthetic_spin.yaml",
 }
-COLUMNS = {
-    "MPJPE": "val/mpjpe_mm",
-    "PA-MPJPE": "val/pa_mpjpe_mm",
-    "rotation (deg)": "val/rotation_deg",
-    "2D (px)": "val/keypoints_2d_px",
-    "valid fits": "cache/fraction_valid",
-    "minutes": "minutes",
-}
+PA_MPJPE = "val/pa_mpjpe_mm"
+VALID = "cache/fraction_valid"
+
+
+def _fraction_key(config_path: str, overrides: list[str]) -> tuple[str, bool]:
+    """The override that sets the fraction of 3D labels, and whether the data are endless."""
+    config = load_config(TrainConfig, config_path, overrides)
+    if config.data.endless is not None:
+        return "data.endless.fraction_3d", True
+    return "data.synthetic.fraction_3d", False
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        return math.nan, math.nan
+    return float(array.mean()), float(array.std(ddof=1)) if array.size > 1 else 0.0
+
+
+def _cell(values: list[float]) -> str:
+    mean, std = _mean_std(values)
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.1f} +- {std:.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+
+def _percent(label: str) -> float:
+    return float(label.rstrip("%"))
+
+
+def plot(summary: dict, baseline: float, path: Path) -> None:
+    """PA-MPJPE against the fraction of 3D labels, one line per mode, error bars over seeds."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.2), dpi=120)
+    axes = figure.subplots()
+    fractions = sorted({_percent(f) for per_mode in summary.values() for f in per_mode})
+    for mode, per_fraction in summary.items():  # evenly spaced: 0 has no logarithm
+        points = sorted((_percent(f), values) for f, values in per_fraction.items())
+        x = [fractions.index(f) for f, _ in points]
+        stats = [_mean_std(values) for _, values in points]
+        axes.errorbar(
+            x, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=4, label=mode
+        )
+    axes.axhline(baseline, color="grey", linestyle="--", label="mean pose (untrained)")
+    axes.set_xticks(range(len(fractions)), [f"{f:g}%" for f in fractions])
+    axes.set_xlabel("training samples with 3D labels")
+    axes.set_ylabel("held-out PA-MPJPE (mm), mean +- std over seeds")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--run-dir", default="runs/experiment")
-    parser.add_argument("--modes", default=",".join(CONFIGS))
+    parser.add_argument(
+        "--config", help="one config for every mode (default: the three synthetic configs)"
+    )
+    parser.add_argument("--modes", help="comma-separated modes (default: all that apply)")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    parser.add_argument(
+        "--fractions", help="comma-separated fractions of samples with 3D labels (default: "
+        "the config's)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
-    results = {
-        "mean pose (untrained)": mean_pose_baseline(
-            CONFIGS["regression_only"], args.overrides, args.run_dir
-        )
-    }
-    for mode in args.modes.split(","):
-        overrides = [
-            *budget_overrides(args.steps),
-            *args.overrides,
-        ]
-        name = Path(CONFIGS[mode]).stem
-        results[mode] = train_once(CONFIGS[mode], overrides, name=name, run_dir=args.run_dir)
-        print(mode, json.dumps({k: results[mode].get(k) for k in COLUMNS.values()}))
-    path = Path(args.run_dir) / "experiment.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2))
-    print(f"\nsame budget: {args.steps} steps, overrides {args.overrides or 'none'}")
-    rows = [
-        [mode] + [metrics.get(key, float("nan")) for key in COLUMNS.values()]
-        for mode, metrics in results.items()
-    ]
-    print(format_table(["mode", *COLUMNS], rows))
-    print(f"results: {path}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    base = args.config or CONFIGS["regression_only"]
+    fraction_key, endless = _fraction_key(base, args.overrides)
+    modes = args.modes.split(",") if args.modes else list(CONFIGS)
+    if endless and "static_fits" in modes:
+        if args.modes:
+            parser.error(
+                "static_fits reads fits made beforehand over a dataset on disk; endless data "
+                "have none (use --modes regression_only,in_loop)"
+            )
+        modes.remove("static_fits")
+        print("static_fits left out: endless data have no fits made beforehand")
+    unknown = set(modes) - set(CONFIGS)
+    if unknown:
+        parser.error(f"unknown modes {sorted(unknown)}; use {', '.join(CONFIGS)}")
+    fractions = [float(f) for f in args.fractions.split(",")] if args.fractions else [None]
+
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    baseline = mean_pose_baseline(base, args.overrides, args.run_dir)
+    runs: dict = {}
+    summary: dict[str, dict[str, list[float]]] = {}
+    for fraction in fractions:
+        label = "config" if fraction is None else f"{fraction * 100:g}%"
+        tag = "config" if fraction is None else f"{round(fraction * 1000):04d}"
+        for mode in modes:
+            for seed in seeds:
+                overrides = [*budget_overrides(args.steps), f"seed={seed}", *args.overrides]
+                if fraction is not None:
+                    overrides.append(f"{fraction_key}={fraction}")
+                config = args.config or CONFIGS[mode]
+                if args.config:
+                    overrides.insert(0, f"mode={mode}")
+                name = f"{Path(config).stem}_{mode}_f{tag}_s{seed}"
+                metrics = train_once(config, overrides, name=name, run_dir=args.run_dir)
+                runs[name] = {"mode": mode, "fraction": label, "seed": seed, "metrics": metrics}
+                summary.setdefault(mode, {}).setdefault(label, []).append(
+                    metrics.get(PA_MPJPE, math.nan)
+                )
+                print(name, json.dumps({k: metrics.get(k) for k in (PA_MPJPE, VALID, "minutes")}))
+
+    labels = list(dict.fromkeys(label for per_mode in summary.values() for label in per_mode))
+    rows = [[mode, *(_cell(summary[mode].get(label, [])) for label in labels)] for mode in modes]
+    if "in_loop" in summary and "regression_only" in summary:
+        cells = []
+        for label in labels:  # paired by seed: same data and initialisation
+            loop, plain = summary["in_loop"].get(label, []), summary["regression_only"].get(label)
+            if not loop or not plain:
+                cells.append("n/a")
+                continue
+            relative = [100.0 * (b - a) / b for a, b in zip(loop, plain, strict=True)]
+            mean, std = _mean_std(relative)
+            cells.append(f"{mean:.1f}% +- {std:.1f}")
+        rows.append(["in_loop lower than regression_only by", *cells])
+    table = format_table(["mode \\ fraction 3D", *labels], rows)
+    header = (
+        f"same budget: {args.steps} steps; seeds {seeds}; config {args.config or 'per mode'}; "
+        f"overrides {args.overrides or 'none'}; held-out PA-MPJPE (mm), mean +- std over seeds; "
+        f"mean pose (untrained) {baseline.get(PA_MPJPE, math.nan):.1f}"
+    )
+    print("\n" + header + "\n" + table)
+    plot_path = run_dir / "loop_experiment.png"
+    if all(label != "config" for label in labels):
+        plot(summary, baseline.get(PA_MPJPE, math.nan), plot_path)
+        print(f"plot: {plot_path}")
+    results = {"baseline": baseline, "runs": runs, "summary": summary, "steps": args.steps}
+    (run_dir / "loop_experiment.json").write_text(json.dumps(results, indent=2))
+    (run_dir / "loop_experiment.md").write_text(header + "\n\n" + table + "\n")
+    print(f"results: {run_dir / 'loop_experiment.json'}, {run_dir / 'loop_experiment.md'}")
     return 0
 
 
