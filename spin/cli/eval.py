@@ -17,6 +17,7 @@ import torch
 from spin.atomic import write_all_or_none
 from spin.cli.errors import add_debug_option, reported
 from spin.eval.protocols import GENDER_CHOICES, JOINT_SETS, PRESETS
+from spin.fitting.smplify import SMPLIFY_MODES
 from spin.predict.shipped import SHIPPED_NAME, resolve_checkpoint
 
 HELP_WIDTH = 88
@@ -136,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also report the errors after SMPLify, initialised from each prediction, fits "
         "the sample's 2D keypoints (the checkpoint's SMPLify mode and pose prior)",
+    )
+    parser.add_argument(
+        "--smplify-mode",
+        choices=SMPLIFY_MODES,
+        default=None,
+        help="--refine with this SMPLify mode instead of the checkpoint's (e.g. anchored: "
+        "kept near the prediction where the keypoints do not decide)",
     )
     parser.add_argument(
         "--baseline",
@@ -264,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             part_maps=args.part_maps,
             keypoints=args.keypoints,
             detected_dir=out,
+            smplify_mode=args.smplify_mode,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"spin-eval: {error}", file=sys.stderr)

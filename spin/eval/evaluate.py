@@ -39,7 +39,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,7 @@ from spin.eval.protocols import (
     deviations,
     select_samples,
 )
+from spin.fitting.smplify import SMPLIFY_MODES, SMPLify
 from spin.geometry.procrustes import procrustes_align
 from spin.predict import BodyModelMismatchError, Predictor, load_predictor
 from spin.predict.inputs import FROM_KEYPOINTS
@@ -515,7 +516,7 @@ def _header(
     num_in_file: int,
     limit: int | None,
     notes: list[str],
-    refine: bool,
+    smplify: SMPLify | None,
     part_maps: str | os.PathLike | None = None,
 ) -> tuple[str, ...]:
     relation = (
@@ -537,10 +538,12 @@ def _header(
     ]
     if loaded.representation != "rgb":
         lines.append(_describe_input(loaded, part_maps))
-    if refine:
+    if smplify is not None:
+        mode = smplify.config.mode
+        whose = "the checkpoint's" if mode == loaded.config.smplify.mode else "asked for"
         lines.append(
             "refinement: SMPLify from each prediction on the sample's 2D keypoints "
-            f"(mode {loaded.config.smplify.mode}, pose prior {loaded.config.pose_prior!r}), "
+            f"(mode {mode}, {whose}; pose prior {loaded.config.pose_prior!r}), "
             "SPIN's 224-px crop camera"
         )
     lines += [f"note: {note}" for note in notes]
@@ -590,6 +593,7 @@ def evaluate(
     part_maps: str | os.PathLike | None = None,
     keypoints: str = "dataset",
     detected_dir: str | os.PathLike | None = None,
+    smplify_mode: str | None = None,
 ) -> EvalReport:
     """Evaluate a checkpoint on the samples ``protocol`` selects from a dataset file.
 
@@ -617,6 +621,8 @@ def evaluate(
             are what SMPLify refines against.
         detected_dir: where the detected copy of the file is kept (default: the
             checkpoint's ``eval`` folder).
+        smplify_mode: the refinement's SMPLify mode (:data:`~spin.fitting.smplify.
+            SMPLIFY_MODES`); None: the checkpoint's.
 
     Raises:
         BodyModelMismatchError: ``body_model`` is not the kind the checkpoint was trained with.
@@ -628,6 +634,8 @@ def evaluate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+    if smplify_mode is not None and smplify_mode not in SMPLIFY_MODES:
+        raise ValueError(f"smplify_mode must be one of {SMPLIFY_MODES}, got {smplify_mode!r}")
     if keypoints not in KEYPOINT_SOURCES:
         raise ValueError(f"keypoints must be one of {KEYPOINT_SOURCES}, got {keypoints!r}")
     start = time.perf_counter()
@@ -691,7 +699,12 @@ def evaluate(
     else:
         gt_joints_all = torch.as_tensor(np.asarray(arrays["S_h36m"], dtype=np.float64)[..., :3])
 
-    smplify = loaded.smplify() if refine else None
+    smplify = None
+    if refine:
+        schedule = loaded.config.smplify
+        if smplify_mode is not None and smplify_mode != schedule.mode:
+            schedule = replace(schedule, mode=smplify_mode, stages=())
+        smplify = loaded.smplify(schedule)
     dataset = loaded.dataset(dataset_npz, image_folder, part_maps=part_maps, name=protocol.name)
     if dataset.bad_boxes:  # unusable center/scale: left out, counted
         usable = np.array([i not in dataset.bad_boxes for i in indices], dtype=bool)
@@ -808,7 +821,7 @@ def evaluate(
         selection.num_in_file,
         limit,
         notes,
-        refine,
+        smplify,
         part_maps,
     )
     num_joints = len(joint_indices)

@@ -96,7 +96,13 @@ def test_missing_benchmark_data_says_how_to_get_it(checkpoint, tmp_path, capsys,
 
 @pytest.mark.parametrize(
     "argv",
-    [["--batch-size", "0"], ["--every", "0"], ["--dataset", "mpii"], ["--joints", "coco"]],
+    [
+        ["--batch-size", "0"],
+        ["--every", "0"],
+        ["--dataset", "mpii"],
+        ["--joints", "coco"],
+        ["--smplify-mode", "adam"],
+    ],
 )
 def test_usage_errors_exit_with_2(checkpoint, argv):
     with pytest.raises(SystemExit) as exit_info:
@@ -108,8 +114,10 @@ def test_a_keypoints_checkpoint_end_to_end(tiny_runs, tmp_path, capsys):
     run = tiny_runs("keypoints")
     argv = ["--checkpoint", str(run.checkpoint), "--dataset", "synthetic", "--refine"]
     argv += ["--data", str(run.data_dir / "test.npz"), "--out", str(tmp_path), *FAST]
+    argv += ["--smplify-mode", "anchored"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "input: keypoints" in printed and "+SMPLify" in printed
+    assert "(mode anchored, asked for;" in printed
     data = json.loads((tmp_path / "eval_synthetic.json").read_text())
     assert data["input_representation"] == "keypoints" and data["counts"]["evaluated"] == 4

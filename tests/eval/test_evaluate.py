@@ -286,6 +286,23 @@ def test_refinement_reports_errors_after_smplify(checkpoint, synthetic_npz, synt
     assert "+SMPLify" in format_table(report)
 
 
+def test_refinement_takes_another_smplify_mode(checkpoint, synthetic_npz, synthetic_report):
+    common = dict(batch_size=8, refine=True, limit=2, progress=False)
+    protocol = get_protocol("synthetic")
+    own = evaluate(checkpoint, synthetic_npz, None, protocol, **common)
+    assert "anchored" not in next(line for line in own.header if line.startswith("refinement"))
+    anchored = evaluate(
+        checkpoint, synthetic_npz, None, protocol, smplify_mode="anchored", **common
+    )
+    line = next(line for line in anchored.header if line.startswith("refinement"))
+    assert "mode anchored, asked for" in line
+    np.testing.assert_allclose(anchored.mpjpe, synthetic_report.mpjpe[:2], atol=TOLERANCE_MM)
+    # The anchor terms keep the fit nearer the prediction: other fits than the run's mode.
+    assert np.abs(anchored.refined.pa_mpjpe - own.refined.pa_mpjpe).max() > 0.1
+    with pytest.raises(ValueError, match="smplify_mode must be one of"):
+        evaluate(checkpoint, synthetic_npz, None, protocol, smplify_mode="adam", **common)
+
+
 # --- Body models ---------------------------------------------------------------------------
 
 
