@@ -107,8 +107,8 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", help="comma-separated modes (default: all that apply)")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument(
-        "--fractions", help="comma-separated fractions of samples with 3D labels (default: "
-        "the config's)"
+        "--fractions",
+        help="comma-separated fractions of samples with 3D labels (default: the config's)",
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
