@@ -518,6 +518,7 @@ def _header(
     notes: list[str],
     smplify: SMPLify | None,
     part_maps: str | os.PathLike | None = None,
+    dataset_file: str | os.PathLike | None = None,
 ) -> tuple[str, ...]:
     relation = (
         "the checkpoint's"
@@ -528,8 +529,9 @@ def _header(
     frames += f"; {num_evaluated} of {num_in_file} samples in the file evaluated"
     if limit is not None:
         frames += f" (limited to the first {limit} selected)"
+    where = f", file {dataset_file}" if dataset_file is not None else ""
     lines = [
-        f"dataset: {protocol.dataset} [protocol {protocol.name}]",
+        f"dataset: {protocol.dataset} [protocol {protocol.name}{where}]",
         protocol.describe_joints(),
         gt.description if gt is not None else protocol.describe_ground_truth_source(),
         frames,
@@ -647,6 +649,7 @@ def evaluate(
     image_folder = Path(image_folder) if image_folder is not None else dataset_npz.parent
     if not dataset_npz.is_file():
         raise FileNotFoundError(f"no dataset file {dataset_npz}")
+    source_npz = dataset_npz
     if keypoints == "detected":
         cache = Path(checkpoint).parent / "eval" if detected_dir is None else detected_dir
         dataset_npz = detected_keypoints_file(dataset_npz, image_folder, cache, progress)
@@ -823,6 +826,7 @@ def evaluate(
         notes,
         smplify,
         part_maps,
+        dataset_file=source_npz,
     )
     num_joints = len(joint_indices)
     return EvalReport(

@@ -45,7 +45,8 @@ def test_synthetic_default_matches_a_hand_computation(checkpoint, synthetic_npz,
     printed = capsys.readouterr().out
     lines = printed.splitlines()
     assert (
-        lines[0].startswith("dataset: synthetic test split") and "[protocol synthetic]" in lines[0]
+        lines[0].startswith("dataset: synthetic test split")
+        and f"[protocol synthetic, file {synthetic_npz}]" in lines[0]  # the file scored
     )
     assert lines[1].startswith("joints: lsp14") and lines[2].startswith("ground truth: neutral")
     assert lines[3].startswith("frames: every frame")
@@ -71,7 +72,9 @@ def test_any_npz_file_and_protocol_flags(checkpoint, synthetic_npz, tmp_path, ca
     argv += ["--out", str(tmp_path), "--joints", "h36m17", "--every", "2"]
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith("dataset: test.npz (SPIN-format file) [protocol test]")
+    assert printed.startswith(
+        f"dataset: test.npz (SPIN-format file) [protocol test, file {synthetic_npz}]"
+    )
     assert "joints: h36m17" in printed and "every 2nd frame" in printed
     data = json.loads((tmp_path / "eval_test.json").read_text())
     assert data["sample_index"] == [0, 2] and len(data["joints"]) == 17

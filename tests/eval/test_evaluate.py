@@ -222,7 +222,7 @@ def test_mean_pose_reference_matches_a_hand_computation(checkpoint, synthetic_np
 def test_header_names_the_protocol(synthetic_report, checkpoint):
     header = synthetic_report.header
     assert header[0].startswith("dataset: synthetic")
-    assert "[protocol synthetic]" in header[0]
+    assert "[protocol synthetic, file " in header[0]
     assert header[1].startswith("joints: lsp14") and "pelvis-centred" in header[1]
     assert header[2].startswith("ground truth: neutral") and "open-lite" in header[2]
     assert header[3].startswith("frames: every frame") and "5 of 5 samples" in header[3]
