@@ -26,7 +26,13 @@ import argparse
 import json
 from pathlib import Path
 
-from spin.train.experiments import budget_overrides, format_table, mean_pose_baseline, train_once
+from spin.train.experiments import (
+    budget_overrides,
+    format_table,
+    mean_pose_baseline,
+    plot_by_fraction,
+    train_once,
+)
 
 CONFIG = "configs/synthetic_spin.yaml"
 # Loss weights left on for each supervision type (the others are set to 0).
@@ -90,26 +96,6 @@ def fraction_table(args, common: list[str]) -> tuple[str, dict]:
     return format_table(header, rows), results
 
 
-def plot_fractions(results: dict, baseline: float, path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.4, 4.2), dpi=120)
-    axes = figure.subplots()
-    fractions = sorted({f for series in results.values() for f in series})
-    for label, series in results.items():  # fractions evenly spaced: 0 has no logarithm
-        x = [fractions.index(f) for f in sorted(series)]
-        values = [series[f].get("val/pa_mpjpe_mm", float("nan")) for f in sorted(series)]
-        axes.plot(x, values, marker="o", label=label)
-    axes.axhline(baseline, color="grey", linestyle="--", label="mean pose (untrained)")
-    axes.set_xticks(range(len(fractions)), [f"{f:.0%}" for f in fractions])
-    axes.set_xlabel("training samples with 3D labels")
-    axes.set_ylabel("held-out PA-MPJPE (mm)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=400)
@@ -141,7 +127,11 @@ def main(argv=None) -> int:
         table, fractions = fraction_table(args, common)
         results["fractions"] = {k: {str(f): m for f, m in v.items()} for k, v in fractions.items()}
         plot = out / "fraction_3d.png"
-        plot_fractions(fractions, baseline.get("val/pa_mpjpe_mm", float("nan")), plot)
+        curves = {
+            label: {f: [m.get("val/pa_mpjpe_mm", float("nan"))] for f, m in series.items()}
+            for label, series in fractions.items()
+        }
+        plot_by_fraction(curves, baseline.get("val/pa_mpjpe_mm", float("nan")), plot)
         report += ["", "Table 2: held-out PA-MPJPE (mm) by fraction of 3D labels", table]
         report.append(f"plot: {plot}")
     (out / "family.json").write_text(json.dumps(results, indent=2))

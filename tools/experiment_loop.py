@@ -36,7 +36,13 @@ import numpy as np
 
 from spin.config import load_config
 from spin.train.config import TrainConfig
-from spin.train.experiments import budget_overrides, format_table, mean_pose_baseline, train_once
+from spin.train.experiments import (
+    budget_overrides,
+    format_table,
+    mean_pose_baseline,
+    plot_by_fraction,
+    train_once,
+)
 
 CONFIGS = {
     "regression_only": "configs/synthetic_regression_only.yaml",
@@ -67,34 +73,6 @@ def _cell(values: list[float]) -> str:
     if math.isnan(mean):
         return "n/a"
     return f"{mean:.1f} +- {std:.1f}" if len(values) > 1 else f"{mean:.1f}"
-
-
-def _percent(label: str) -> float:
-    return float(label.rstrip("%"))
-
-
-def plot(summary: dict, baseline: float, path: Path) -> None:
-    """PA-MPJPE against the fraction of 3D labels, one line per mode, error bars over seeds."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.4, 4.2), dpi=120)
-    axes = figure.subplots()
-    fractions = sorted({_percent(f) for per_mode in summary.values() for f in per_mode})
-    for mode, per_fraction in summary.items():  # evenly spaced: 0 has no logarithm
-        points = sorted((_percent(f), values) for f, values in per_fraction.items())
-        x = [fractions.index(f) for f, _ in points]
-        stats = [_mean_std(values) for _, values in points]
-        axes.errorbar(
-            x, [m for m, _ in stats], yerr=[s for _, s in stats], marker="o", capsize=4, label=mode
-        )
-    axes.axhline(baseline, color="grey", linestyle="--", label="mean pose (untrained)")
-    axes.set_xticks(range(len(fractions)), [f"{f:g}%" for f in fractions])
-    axes.set_xlabel("training samples with 3D labels")
-    axes.set_ylabel("held-out PA-MPJPE (mm), mean +- std over seeds")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
 
 
 def main(argv=None) -> int:
@@ -175,7 +153,11 @@ def main(argv=None) -> int:
     print("\n" + header + "\n" + table)
     plot_path = run_dir / "loop_experiment.png"
     if all(label != "config" for label in labels):
-        plot(summary, baseline.get(PA_MPJPE, math.nan), plot_path)
+        curves = {
+            mode: {float(label.rstrip("%")) / 100: values for label, values in series.items()}
+            for mode, series in summary.items()
+        }
+        plot_by_fraction(curves, baseline.get(PA_MPJPE, math.nan), plot_path)
         print(f"plot: {plot_path}")
     results = {"baseline": baseline, "runs": runs, "summary": summary, "steps": args.steps}
     (run_dir / "loop_experiment.json").write_text(json.dumps(results, indent=2))

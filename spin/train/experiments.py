@@ -18,7 +18,14 @@ from pathlib import Path
 from spin.config import load_config
 from spin.train.config import TrainConfig
 
-__all__ = ["RESULT_NAME", "budget_overrides", "format_table", "mean_pose_baseline", "train_once"]
+__all__ = [
+    "RESULT_NAME",
+    "budget_overrides",
+    "format_table",
+    "mean_pose_baseline",
+    "plot_by_fraction",
+    "train_once",
+]
 
 RESULT_NAME = "experiment_result.json"
 
@@ -81,3 +88,38 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     ]
     lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def plot_by_fraction(
+    curves: dict[str, dict[float, Sequence[float]]], baseline: float, path: str | Path
+) -> None:
+    """Held-out PA-MPJPE against the fraction of training samples with 3D labels: one line per
+    curve (``label -> {fraction: values over seeds}``), error bars (standard deviation) where
+    a point has several seeds, and the untrained mean pose as a dashed line."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.2), dpi=120)
+    axes = figure.subplots()
+    fractions = sorted({f for series in curves.values() for f in series})
+    several = any(len(v) > 1 for series in curves.values() for v in series.values())
+    for label, series in curves.items():  # fractions evenly spaced: 0 has no logarithm
+        points = sorted(series)
+        values = [np.asarray(series[f], dtype=np.float64) for f in points]
+        axes.errorbar(
+            [fractions.index(f) for f in points],
+            [v.mean() for v in values],
+            yerr=[v.std(ddof=1) if v.size > 1 else 0.0 for v in values],
+            marker="o",
+            capsize=4 if several else 0,
+            label=label,
+        )
+    axes.axhline(baseline, color="grey", linestyle="--", label="mean pose (untrained)")
+    axes.set_xticks(range(len(fractions)), [f"{f:.0%}" for f in fractions])
+    axes.set_xlabel("training samples with 3D labels")
+    ylabel = "held-out PA-MPJPE (mm)" + (", mean +- std over seeds" if several else "")
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
