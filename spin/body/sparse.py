@@ -63,6 +63,15 @@ class SparseJointModel(nn.Module):
         self.register_buffer(
             "subtree", _subtree(self.parent_list).to(body_model.v_template), persistent=False
         )
+        # The chain level by level (joints of one depth at once: 9 products for SMPL's tree
+        # instead of 23); the root counts as its own parent (its offset is zero).
+        order, parent_position, self.level_slices = _levels(self.parent_list)
+        self.register_buffer("level_order", order, persistent=False)
+        self.register_buffer("level_parent_position", parent_position, persistent=False)
+        self.register_buffer("joint_position", torch.argsort(order), persistent=False)
+        self.register_buffer(
+            "parent_index", torch.tensor([max(p, 0) for p in self.parent_list]), persistent=False
+        )
         self.register_buffer(
             "joint_template", (j_regressor @ v_template).to(dtype), persistent=False
         )
@@ -114,23 +123,30 @@ class SparseJointModel(nn.Module):
 
     def _chain(self, local: Tensor, rest: Tensor) -> tuple[Tensor, Tensor]:
         """Global rotations ``(B, 24, 3, 3)`` and posed joints ``(B, 24, 3)`` from local
-        rotations ``(B, 24, 3, 3)`` and rest joints ``(B, 24, 3)`` (SMPL's kinematic chain)."""
-        rotations = [local[:, 0]]
-        posed = [rest[:, 0]]
-        for j in range(1, NUM_JOINTS):
-            p = self.parent_list[j]
-            rotations.append(rotations[p] @ local[:, j])
-            offset = rest[:, j] - rest[:, p]
-            posed.append(posed[p] + torch.einsum("brc,bc->br", rotations[p], offset))
-        return torch.stack(rotations, dim=1), torch.stack(posed, dim=1)
+        rotations ``(B, 24, 3, 3)`` and rest joints ``(B, 24, 3)`` (SMPL's kinematic chain).
+
+        The posed joint ``j`` is the root's rest joint plus, over the joints ``a`` on its
+        path, the parent's rotation applied to the bone ``rest_a - rest_parent(a)``: one sum
+        over :attr:`subtree` once the global rotations are known."""
+        ordered = local.index_select(1, self.level_order)
+        glob = ordered[:, :1]
+        for start, end in self.level_slices:
+            parents = glob.index_select(1, self.level_parent_position[start:end])
+            glob = torch.cat([glob, parents @ ordered[:, start:end]], dim=1)
+        glob = glob.index_select(1, self.joint_position)
+        bones = rest - rest.index_select(1, self.parent_index)
+        moved = torch.einsum("bjrc,bjc->bjr", glob.index_select(1, self.parent_index), bones)
+        return glob, rest[:, :1] + torch.einsum("aj,bar->bjr", self.subtree, moved)
 
     def joints_and_jacobian(
-        self, pose_rotvecs: Tensor, betas: Tensor, transl: Tensor
+        self, pose_rotvecs: Tensor, betas: Tensor, transl: Tensor, *, root_only: bool = False
     ) -> tuple[Tensor, Tensor]:
         """SPIN-49 joints and their analytic Jacobian.
 
         Args:
             pose_rotvecs: ``(B, 72)``; betas: ``(B, NB)``; transl: ``(B, 3)``.
+            root_only: differentiate with respect to the global orientation and the
+                translation only (SMPLify's camera stage): ``(B, 49, 3, 3 + 3)``.
 
         Returns:
             joints ``(B, 49, 3)`` and ``d joints / d [pose_rotvecs, betas, transl]``
@@ -147,50 +163,52 @@ class SparseJointModel(nn.Module):
         local = batch_rodrigues(rotvecs.reshape(-1, 3)).reshape(batch, NUM_JOINTS, 3, 3)
         rest = self.joint_template + torch.einsum("jdk,bk->bjd", self.joint_shapedirs, betas)
         glob, joints = self._chain(local, rest)
-        rest_d = [self.joint_shapedirs[0].expand(batch, -1, -1)]
-        for j in range(1, NUM_JOINTS):
-            p = self.parent_list[j]
-            offset_d = self.joint_shapedirs[j] - self.joint_shapedirs[p]
-            rest_d.append(rest_d[p] + torch.einsum("brc,cn->brn", glob[:, p], offset_d))
-        joints_d_betas = torch.stack(rest_d, dim=1)  # (B, 24, 3, NB)
-
         points_rest = self._rest_points(betas, local)
         origin = joints - torch.einsum("bjrc,bjc->bjr", glob, rest)  # translation of A_j
         parts = torch.einsum("bjrc,bkjc->bkjr", glob, points_rest) + torch.einsum(
             "kj,bjr->bkjr", self.point_weight, origin
         )
         points = parts.sum(dim=2)  # (B, K, 3)
-
-        # Rotations: world-frame derivative, then local axis-angle.
+        sources = torch.cat([joints, points], dim=1).index_select(1, self.spin_gather)
+        transl_d = torch.eye(3, dtype=local.dtype, device=local.device).expand(
+            batch, sources.shape[1], 3, 3
+        )
+        # Rotations: world-frame derivative w x lever, then local axis-angle (G_i Jr).
+        if root_only:
+            to_local = glob[:, 0] @ right_jacobian_so3(rotvecs[:, 0])  # (B, 3, 3)
+            # A point's lever about the root: itself less its total skinning weight x P_0.
+            weight = torch.cat([self.point_weight.new_ones(NUM_JOINTS), self.point_weight.sum(1)])
+            weight = weight.index_select(0, self.spin_gather)
+            lever = sources - weight[:, None] * joints[:, None, 0]
+            orient_d = _cross_columns(to_local[:, None], lever)  # (B, 49, 3, 3)
+            return sources + transl[:, None], torch.cat([orient_d, transl_d], dim=-1)
         subtree = self.subtree
         to_local = glob @ right_jacobian_so3(rotvecs)  # (B, 24, 3, 3)
         subtree_sum = torch.einsum("ij,bkjr->bkir", subtree, parts)
         subtree_weight = self.point_weight @ subtree.T  # (K, 24)
-        lever = subtree_sum - subtree_weight[None, :, :, None] * joints[:, None]
-        points_d_pose = -_skew(lever) @ to_local[:, None]  # (B, K, 24, 3, 3)
+        points_lever = subtree_sum - subtree_weight[None, :, :, None] * joints[:, None]
         strict = (subtree - torch.eye(NUM_JOINTS, dtype=subtree.dtype, device=subtree.device)).T
-        joint_lever = joints[:, :, None] - joints[:, None, :]  # [b, j, i] = P_j - P_i
-        joints_d_pose = -_skew(joint_lever) @ to_local[:, None]  # (B, 24(j), 24(i), 3, 3)
-        joints_d_pose = joints_d_pose * strict[None, :, :, None, None]
-        pose_d = torch.cat([joints_d_pose, points_d_pose], dim=1)  # (B, 24+K, 24, 3, 3)
+        joints_lever = joints[:, :, None] - joints[:, None, :]  # [b, j, i] = P_j - P_i
+        lever = torch.cat([joints_lever * strict[..., None], points_lever], dim=1)
+        pose_d = _cross_columns(to_local[:, None], lever)  # (B, 24 + K, 24, 3, 3)
+        pose_d = pose_d.index_select(1, self.spin_gather)
         pose_d = pose_d.permute(0, 1, 3, 2, 4).reshape(batch, pose_d.shape[1], 3, -1)
 
-        # Shape: through the rest points and the posed joints.
+        # Shape: the chain's sum over bones with each bone's shape basis, then the points.
+        bones_d = self.joint_shapedirs - self.joint_shapedirs.index_select(0, self.parent_index)
+        moved_d = torch.einsum("bjrc,jcn->bjrn", glob.index_select(1, self.parent_index), bones_d)
+        joints_d_betas = self.joint_shapedirs[0] + torch.einsum(
+            "aj,barn->bjrn", self.subtree, moved_d
+        )  # (B, 24, 3, NB)
         folded = self.point_shapedirs - self.point_weight[..., None, None] * self.joint_shapedirs
         points_d_betas = torch.einsum("bjrc,kjcn->bkrn", glob, folded) + torch.einsum(
             "kj,bjrn->bkrn", self.point_weight, joints_d_betas
         )
-        betas_d = torch.cat([joints_d_betas, points_d_betas], dim=1)
-
-        transl_d = torch.eye(3, dtype=local.dtype, device=local.device).expand(
-            batch, betas_d.shape[1], 3, 3
+        betas_d = torch.cat([joints_d_betas, points_d_betas], dim=1).index_select(
+            1, self.spin_gather
         )
-        sources = torch.cat([joints, points], dim=1) + transl[:, None]
         jacobian = torch.cat([pose_d, betas_d, transl_d], dim=-1)
-        return (
-            sources.index_select(1, self.spin_gather),
-            jacobian.index_select(1, self.spin_gather),
-        )
+        return sources + transl[:, None], jacobian
 
     def forward(
         self,
@@ -239,6 +257,30 @@ def _subtree(parents: list[int]) -> Tensor:
             subtree[i, j] = 1.0
             i = parents[i]
     return subtree
+
+
+def _levels(parents: list[int]) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
+    """Joints ordered by depth in the tree (root first), each joint's parent's position in
+    that order, and the ``(start, end)`` range of each depth below the root."""
+    depth = [0] * len(parents)
+    for j in range(1, len(parents)):
+        depth[j] = depth[parents[j]] + 1
+    order = sorted(range(len(parents)), key=lambda j: (depth[j], j))
+    position = {j: i for i, j in enumerate(order)}
+    parent_position = [position[max(parents[j], 0)] for j in order]
+    slices = []
+    for level in range(1, max(depth) + 1):
+        members = [i for i, j in enumerate(order) if depth[j] == level]
+        slices.append((members[0], members[-1] + 1))
+    return torch.tensor(order), torch.tensor(parent_position), slices
+
+
+def _cross_columns(matrices: Tensor, lever: Tensor) -> Tensor:
+    """``-[lever]x @ matrices``: each column ``m`` of ``matrices (..., 3, 3)`` becomes
+    ``m x lever`` (``lever (..., 3)``; both broadcast)."""
+    mx, my, mz = matrices.unbind(-2)  # rows, (..., 3) over the columns
+    lx, ly, lz = lever[..., None].unbind(-2)
+    return torch.stack([my * lz - mz * ly, mz * lx - mx * lz, mx * ly - my * lx], dim=-2)
 
 
 def _skew(v: Tensor) -> Tensor:

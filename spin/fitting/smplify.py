@@ -30,6 +30,7 @@ Everything follows the device and dtype of the body model and the inputs.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -75,6 +76,7 @@ TORSO_JOINTS: tuple[str, ...] = (
     "Left Shoulder",
 )
 SMPLIFY_MODES: tuple[str, ...] = ("faithful", "fast", "lm", "anchored")
+ROOT_VARIABLES = frozenset({"global_orient", "cam_t"})
 """SMPLify's modes (:class:`SMPLifyConfig`)."""
 
 ANCHOR_WEIGHTS = (200.0, 25.0)
@@ -566,15 +568,22 @@ class SMPLify:
         cfg = self.config
         pose = torch.cat([variables["global_orient"], variables["body_pose"]], dim=1)
         betas = variables["betas"]
-        joints, joints_d = self.sparse_model.joints_and_jacobian(pose, betas, variables["cam_t"])
+        # The camera stage moves the root only: its Jacobian has 6 columns, not 85.
+        root_only = stage.objective == "camera" and set(stage.optimize) <= ROOT_VARIABLES
+        joints, joints_d = self.sparse_model.joints_and_jacobian(
+            pose, betas, variables["cam_t"], root_only=root_only
+        )
         projected, projected_d = _project_with_jacobian(joints, joints_d, obs.intrinsics)
         num_betas = betas.shape[1]
-        columns = {
-            "global_orient": slice(0, 3),
-            "body_pose": slice(3, 72),
-            "betas": slice(72, 72 + num_betas),
-            "cam_t": slice(72 + num_betas, 75 + num_betas),
-        }
+        if root_only:
+            columns = {"global_orient": slice(0, 3), "cam_t": slice(3, 6)}
+        else:
+            columns = {
+                "global_orient": slice(0, 3),
+                "body_pose": slice(3, 72),
+                "betas": slice(72, 72 + num_betas),
+                "cam_t": slice(72 + num_betas, 75 + num_betas),
+            }
         batch, num_params = pose.shape[0], projected_d.shape[-1]
         if stage.objective == "camera":
             torso = self._torso
@@ -590,13 +599,7 @@ class SMPLify:
             r = torch.cat([r_torso, r_depth], dim=1)
             jac = torch.cat([d_torso, d_depth], dim=1)
         else:
-            error = projected - obs.keypoints
-            sigma = cfg.sigma
-            scale = torch.sqrt(sigma**2 + error**2)
-            conf = obs.confidences[..., None]
-            r_reproj = (conf * sigma * error / scale).flatten(1)
-            slope = conf * sigma**3 / scale**3  # d r / d error
-            d_reproj = (slope[..., None] * projected_d).flatten(1, 2)
+            r_reproj, d_reproj = self._reprojection_linearization(projected, projected_d, obs)
             body_pose = variables["body_pose"]
             prior_weight = math.sqrt(0.5 * cfg.pose_prior_weight)
             r_prior = prior_weight * self.pose_prior.residuals(body_pose)
@@ -629,6 +632,81 @@ class SMPLify:
             [torch.arange(num_params, device=pose.device)[columns[n]] for n in stage.optimize]
         )
         return r, jac.index_select(2, keep)
+
+    def _normal_equations(self, stage, variables, obs) -> tuple[Tensor, Tensor]:
+        """Gradient ``J^T r`` ``(B, P)`` and Gauss-Newton matrix ``J^T J`` ``(B, P, P)`` of the
+        stage's residuals (``P`` in ``stage.optimize`` order).
+
+        With the sparse joints, the body objective's prior, shape and anchor rows are summed
+        in closed form (a GMM prior's ``J^T J`` is the best component's precision, the others
+        are diagonal): only the 98 reprojection rows go through a matrix product."""
+        if self.sparse_model is None or stage.objective == "camera":
+            r, jac = self._linearize(stage, variables, obs)
+            return torch.einsum("brp,br->bp", jac, r), jac.transpose(1, 2) @ jac
+        cfg = self.config
+        pose = torch.cat([variables["global_orient"], variables["body_pose"]], dim=1)
+        body_pose, betas = variables["body_pose"], variables["betas"]
+        joints, joints_d = self.sparse_model.joints_and_jacobian(pose, betas, variables["cam_t"])
+        projected, projected_d = _project_with_jacobian(joints, joints_d, obs.intrinsics)
+        r, jac = self._reprojection_linearization(projected, projected_d, obs)
+        gradient = torch.einsum("brp,br->bp", jac, r)
+        hessian = jac.transpose(1, 2) @ jac
+        diagonal = torch.diagonal(hessian, dim1=1, dim2=2)
+        pose_cols, betas_cols = slice(3, 72), slice(72, 72 + betas.shape[1])
+        # Pose prior, weight 0.5 w on the squared residuals.
+        weight = 0.5 * cfg.pose_prior_weight
+        precisions = getattr(self.pose_prior, "precisions", None)
+        if precisions is None:
+            r_prior = self.pose_prior.residuals(body_pose)
+            d_prior = _batched_jacobian(self.pose_prior.residuals, body_pose)
+            gradient[:, pose_cols] += weight * torch.einsum("brp,br->bp", d_prior, r_prior)
+            hessian[:, pose_cols, pose_cols] += weight * d_prior.transpose(1, 2) @ d_prior
+        else:
+            best = self.pose_prior.best_component(body_pose)
+            precision = precisions.index_select(0, best)
+            offset = body_pose - self.pose_prior.means.index_select(0, best)
+            gradient[:, pose_cols] += weight * (precision @ offset[..., None])[..., 0]
+            hessian[:, pose_cols, pose_cols] += weight * precision
+        # Angle prior: residual exp(sign theta), derivative sign * residual.
+        angle = math.sqrt(cfg.angle_prior_weight) * losses.angle_prior_residuals(body_pose)
+        cols = [3 + index for index, _ in losses.ANGLE_PRIOR_JOINTS]
+        signs = angle.new_tensor([sign for _, sign in losses.ANGLE_PRIOR_JOINTS])
+        gradient[:, cols] += signs * angle**2
+        diagonal[:, cols] += angle**2
+        # Shape prior and anchors: identity Jacobians.
+        gradient[:, betas_cols] += cfg.shape_prior_weight * betas
+        diagonal[:, betas_cols] += cfg.shape_prior_weight
+        pose_anchor, betas_anchor = self._anchors
+        if pose_anchor:
+            gradient[:, pose_cols] += pose_anchor * (body_pose - obs.initial_body_pose)
+            diagonal[:, pose_cols] += pose_anchor
+        if betas_anchor:
+            gradient[:, betas_cols] += betas_anchor * (betas - obs.initial_betas)
+            diagonal[:, betas_cols] += betas_anchor
+        keep = self._columns(stage, betas.shape[1], pose.device)
+        return gradient.index_select(1, keep), hessian.index_select(1, keep).index_select(2, keep)
+
+    def _reprojection_linearization(
+        self, projected: Tensor, projected_d: Tensor, obs: _Observations
+    ) -> tuple[Tensor, Tensor]:
+        """Robust reprojection residuals ``(B, 2J)`` and their Jacobian ``(B, 2J, P)``."""
+        sigma = self.config.sigma
+        error = projected - obs.keypoints
+        scale = torch.sqrt(sigma**2 + error**2)
+        conf = obs.confidences[..., None]
+        residuals = (conf * sigma * error / scale).flatten(1)
+        slope = conf * sigma**3 / scale**3  # d r / d error
+        return residuals, (slope[..., None] * projected_d).flatten(1, 2)
+
+    @staticmethod
+    def _columns(stage, num_betas: int, device: torch.device) -> Tensor:
+        """Indices of ``stage.optimize``'s variables among the Jacobian's columns
+        ``[global_orient, body_pose, betas, cam_t]``."""
+        sizes = {"global_orient": 3, "body_pose": 69, "betas": num_betas, "cam_t": 3}
+        starts = dict(zip(sizes, itertools.accumulate([0, *sizes.values()]), strict=False))
+        return torch.cat(
+            [torch.arange(starts[n], starts[n] + sizes[n], device=device) for n in stage.optimize]
+        )
 
     def _prior_jacobian(self, body_pose: Tensor) -> Tensor:
         """``(B, 69, 69)`` Jacobian of the prior's residuals: ``L_k^T`` of the best component
@@ -704,9 +782,7 @@ class SMPLify:
             return {**fixed, **dict(zip(names, torch.split(x, sizes, dim=1), strict=True))}
 
         def iterate(state: _LMState, fixed: dict[str, Tensor], obs: _Observations) -> _LMState:
-            r, jac = self._linearize(stage, unpack(state.x, fixed), obs)
-            gradient = torch.einsum("brp,br->bp", jac, r)
-            hessian = torch.einsum("brp,brq->bpq", jac, jac)
+            gradient, hessian = self._normal_equations(stage, unpack(state.x, fixed), obs)
             diagonal = torch.diagonal(hessian, dim1=1, dim2=2)
             system = hessian + (state.damping[:, None] * diagonal + 1e-9)[:, :, None] * eye
             step, _ = torch.linalg.solve_ex(system, -gradient)  # no error check: no sync

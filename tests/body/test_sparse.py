@@ -76,3 +76,14 @@ def test_right_jacobian_of_so3():
         (right_jacobian_so3(rotvecs) @ delta[..., None])[..., 0]
     )
     assert (lhs - rhs).abs().max() < 1e-11
+
+
+def test_root_only_jacobian_is_the_full_ones_root_columns(body):
+    sparse = SparseJointModel(body)
+    pose, betas, transl = random_params(3, torch.Generator().manual_seed(4))
+    joints, full = sparse.joints_and_jacobian(pose, betas, transl)
+    root_joints, root = sparse.joints_and_jacobian(pose, betas, transl, root_only=True)
+    assert root.shape == (*full.shape[:-1], 6)
+    assert torch.allclose(root_joints, joints, atol=1e-12)
+    assert torch.allclose(root[..., :3], full[..., :3], atol=1e-10)
+    assert torch.equal(root[..., 3:], full[..., -3:])

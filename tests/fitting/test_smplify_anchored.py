@@ -187,3 +187,28 @@ def test_fixed_shape_iteration_matches_the_compacted_one_without_syncs(
         torch.testing.assert_close(
             fixed.history[stage], compacted.history[stage], rtol=1e-9, atol=1e-9
         )
+
+
+@pytest.mark.parametrize("mode", ["lm", "anchored"])
+@pytest.mark.parametrize(
+    "optimize", [("global_orient", "body_pose", "betas"), ("body_pose",), ("betas", "cam_t")]
+)
+def test_closed_form_normal_equations_match_the_jacobian(body, mode, optimize):
+    """The LM step's J^T r and J^T J, summed in closed form for the prior, angle, shape and
+    anchor rows, equal the products of the full residual Jacobian (float64)."""
+    keypoints, intrinsics, pose, betas, _ = make_bodies(body, 4, seed=12, noise_px=4.0)
+    start, start_betas = noisy_start(pose, betas, seed=2)
+    keypoints, intrinsics, pose, betas, start, start_betas = (
+        t.double() for t in (keypoints, intrinsics, pose, betas, start, start_betas)
+    )
+    body64 = load_body_model("open-lite").to(torch.float64)
+    prior64 = load_pose_prior("open", dtype=torch.float64)  # P and L L^T agree to float64
+    smplify = SMPLify(body64, prior64, SMPLifyConfig(mode=mode))
+    obs, _ = smplify._observations(keypoints, intrinsics, "spin49")
+    variables, obs = smplify._start(start, start_betas, None, obs)
+    variables = {**variables, "body_pose": pose[:, 3:], "betas": betas}
+    stage = StageConfig("body", "body", optimize, 1, "lm")
+    residuals, jacobian = smplify._analytic_linearization(stage, variables, obs)
+    gradient, hessian = smplify._normal_equations(stage, variables, obs)
+    torch.testing.assert_close(gradient, torch.einsum("brp,br->bp", jacobian, residuals))
+    torch.testing.assert_close(hessian, jacobian.transpose(1, 2) @ jacobian)
