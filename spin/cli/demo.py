@@ -106,9 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=SMPLIFY_MODES,
         default=DEFAULT_MODE,
-        help="SMPLify schedule: 'lm' (Levenberg-Marquardt, converges from the mean pose), "
-        "'anchored' (the same, kept near the regressor's pose and shape where the keypoints "
-        "do not decide), 'fast' (SPIN's 100 + 100 Adam steps on the joints) or 'faithful' "
+        help="SMPLify schedule: 'anchored' (Levenberg-Marquardt kept near the regressor's pose "
+        "and shape where the keypoints do not decide; plain 'lm' from the mean pose), 'lm' "
+        "(Levenberg-Marquardt on SPIN's objective alone: closer to the keypoints, worse in "
+        "3D), 'fast' (SPIN's 100 + 100 Adam steps on the joints) or 'faithful' "
         "(the same, posing the whole mesh: same fit, slower) (default: %(default)s)",
     )
     parser.add_argument(

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -98,22 +98,19 @@ __all__ = [
     "write_people_obj",
 ]
 
-DEFAULT_MODE = "lm"
-"""SMPLify schedule of the demo: Levenberg-Marquardt. From the mean pose it converges where
-SPIN's 100 + 100 Adam steps stop part-way: on 24 synthetic people (ground-truth 2D keypoints,
-four starting headings) pelvis-centred joint error 101 mm against 125 mm with Adam.
+DEFAULT_MODE = "anchored"
+"""SMPLify schedule of the demo: Levenberg-Marquardt on SPIN's objective plus terms that keep
+the body pose and betas near the regressor's start where the keypoints do not decide
+(``spin.fitting.smplify``'s ``"anchored"``; from the mean pose, ``--checkpoint none``, the
+anchors are off and it is plain ``"lm"``). It is the fitter that is better in 3D: on rendered
+people it never trained on, with MediaPipe's keypoints (``tools/bench_demo.py``, see the
+README), and on ``tools/bench_smplify.py``'s regressor-like starts. ``--mode lm`` follows the
+photo's keypoints more closely (lower 2D error) at the cost of 3D accuracy."""
 
-From the shipped regressor's start, ``"anchored"`` (``--mode anchored``) is better in 3D on
-rendered people with MediaPipe's keypoints (``tools/bench_demo.py``, 165 of the 200 test
-people: PA-MPJPE 75.8 mm against 80.3 with ``lm`` and 82.2 for the regressor alone) but
-follows real photos less closely (with the first shipped model: mean reprojection error
-7.6-12.4 px against 6.0-10.0, mask IoU 0.57-0.66 against 0.57-0.71 on the README's photos),
-so ``lm`` stays the default."""
-
-SMPLIFY_MODES = ("lm", "anchored", "fast", "faithful")
-"""``spin.fitting.smplify`` schedules: Levenberg-Marquardt, the same with terms that keep the
-body pose and betas near the start ("anchored": for a regressor's start; from the mean pose
-it pulls towards the mean pose), or SPIN's 100 + 100 Adam steps on the joints only ("fast")
+SMPLIFY_MODES = ("anchored", "lm", "fast", "faithful")
+"""``spin.fitting.smplify`` schedules: Levenberg-Marquardt with terms that keep the body pose
+and betas near the regressor's start ("anchored"; without them from the mean pose),
+Levenberg-Marquardt on SPIN's objective alone ("lm"), or SPIN's 100 + 100 Adam steps on the joints only ("fast")
 or posing the whole mesh ("faithful"; the same fit, slower)."""
 
 INITIAL_YAWS_DEG = (0.0, 90.0, 180.0, 270.0)
@@ -379,7 +376,10 @@ class DemoFitter:
         intrinsics = full_frame_intrinsics(
             torch.tensor(image_size, dtype=torch.float64), config.focal_length
         ).numpy()
-        smplify = SMPLify(body_model, prior, SMPLifyConfig(mode=config.mode))
+        smplify_config = SMPLifyConfig(mode=config.mode)
+        if predictor is None:  # the mean pose: no anchors (they would pull the fit back to it)
+            smplify_config = replace(smplify_config, anchor_pose_weight=0.0, anchor_betas_weight=0.0)
+        smplify = SMPLify(body_model, prior, smplify_config)
         return cls(config, predictor, body_model, smplify, intrinsics)
 
     def fit(

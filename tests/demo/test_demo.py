@@ -21,6 +21,7 @@ from spin.demo.keypoints import (
 )
 from spin.demo.pipeline import (
     DemoConfig,
+    DemoFitter,
     clean_keypoints,
     mask_iou,
     people_to_dict,
@@ -445,3 +446,17 @@ def test_a_box_with_nobody_in_it_is_named_in_the_error():
         run_demo_people(empty, bbox=(0, 0, 100, 100), config=FIT)
     with pytest.raises(ValueError, match="no person in the image"):
         run_demo_people(empty, config=FIT)
+
+
+def test_default_mode_anchors_to_the_regressor_only():
+    """The demo's default fitter keeps the fit near the regressor's start; from the mean pose
+    (no checkpoint) the anchors are off, since they would pull the fit back to the mean."""
+    from spin.fitting.smplify import ANCHOR_WEIGHTS
+    from spin.predict.shipped import SHIPPED_MODEL
+
+    assert DemoConfig().mode == "anchored"
+    image = np.zeros((64, 48, 3), dtype=np.uint8)
+    mean_start = DemoFitter.create(image, None, DemoConfig(body_model="open-lite"))
+    assert mean_start.smplify.config.resolved_anchor_weights() == (0.0, 0.0)
+    shipped = DemoFitter.create(image, SHIPPED_MODEL, DemoConfig())
+    assert shipped.smplify.config.resolved_anchor_weights() == ANCHOR_WEIGHTS
