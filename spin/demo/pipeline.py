@@ -110,8 +110,8 @@ photo's keypoints more closely (lower 2D error) at the cost of 3D accuracy."""
 SMPLIFY_MODES = ("anchored", "lm", "fast", "faithful")
 """``spin.fitting.smplify`` schedules: Levenberg-Marquardt with terms that keep the body pose
 and betas near the regressor's start ("anchored"; without them from the mean pose),
-Levenberg-Marquardt on SPIN's objective alone ("lm"), or SPIN's 100 + 100 Adam steps on the joints only ("fast")
-or posing the whole mesh ("faithful"; the same fit, slower)."""
+Levenberg-Marquardt on SPIN's objective alone ("lm"), or SPIN's 100 + 100 Adam steps on the
+joints only ("fast") or posing the whole mesh ("faithful"; the same fit, slower)."""
 
 INITIAL_YAWS_DEG = (0.0, 90.0, 180.0, 270.0)
 """Turns of the initial body about its own vertical axis, fitted side by side in one batch;
@@ -378,7 +378,9 @@ class DemoFitter:
         ).numpy()
         smplify_config = SMPLifyConfig(mode=config.mode)
         if predictor is None:  # the mean pose: no anchors (they would pull the fit back to it)
-            smplify_config = replace(smplify_config, anchor_pose_weight=0.0, anchor_betas_weight=0.0)
+            smplify_config = replace(
+                smplify_config, anchor_pose_weight=0.0, anchor_betas_weight=0.0
+            )
         smplify = SMPLify(body_model, prior, smplify_config)
         return cls(config, predictor, body_model, smplify, intrinsics)
 
