@@ -23,6 +23,7 @@ detected`` uses it, and so does training from a dataset entry with ``keypoints: 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -112,6 +113,14 @@ def detect_dataset_keypoints(
     return save_spin_npz(out_path, **arrays)
 
 
+def _read_source(record: Path) -> dict | None:
+    """What a detected copy was made from (None when unknown or unreadable)."""
+    try:
+        return json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def detected_keypoints_file(
     npz_path: str | os.PathLike,
     image_folder: str | os.PathLike,
@@ -120,8 +129,9 @@ def detected_keypoints_file(
     found_only: bool = False,
 ) -> Path:
     """The detected copy of ``npz_path`` in ``cache_dir``
-    (``<stem>_mediapipe_vis<threshold>_box<enlarge>.npz``), made when missing or older than
-    the file.
+    (``<stem>_mediapipe_vis<threshold>_box<enlarge>.npz``), made when missing, older than
+    the file, or made from another file or image folder (two datasets named ``test.npz``
+    share a cache folder: a ``.source.json`` beside the copy names what it was made from).
 
     With ``found_only``, the copy keeps only the samples where MediaPipe found someone
     (``<stem>_mediapipe_vis<threshold>_box<enlarge>_found.npz``, made from the full copy): a
@@ -134,9 +144,13 @@ def detected_keypoints_file(
     npz_path = Path(npz_path)
     settings = f"vis{OPENPOSE_MIN_VISIBILITY:g}_box{DETECTION_BOX_ENLARGE:g}"
     out = Path(cache_dir) / f"{npz_path.stem}_mediapipe_{settings}.npz"
-    if not (out.is_file() and out.stat().st_mtime >= npz_path.stat().st_mtime):
+    record = out.with_name(f"{out.stem}.source.json")
+    source = {"npz": str(npz_path.resolve()), "images": str(Path(image_folder).resolve())}
+    fresh = out.is_file() and out.stat().st_mtime >= npz_path.stat().st_mtime
+    if not (fresh and _read_source(record) == source):
         out.parent.mkdir(parents=True, exist_ok=True)
         detect_dataset_keypoints(npz_path, image_folder, out, progress)
+        record.write_text(json.dumps(source, indent=1) + "\n")
     if not found_only:
         return out
     found_path = out.with_name(f"{out.stem}_found.npz")

@@ -3,6 +3,8 @@ file's, and the evaluation says so."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -64,6 +66,33 @@ def test_the_copy_is_reused_while_newer_than_the_file(synthetic_npz, detected):
     stamp = detected.stat().st_mtime_ns
     again = detected_keypoints_file(synthetic_npz, synthetic_npz.parent, detected.parent)
     assert again == detected and detected.stat().st_mtime_ns == stamp
+
+
+def test_a_copy_made_from_another_file_of_the_same_name_is_not_reused(
+    synthetic_npz, tmp_path, monkeypatch
+):
+    """spin-eval keeps the copies of every dataset of one checkpoint in one folder: the copy of
+    data/synthetic/test.npz must not be served for data/synthetic256/test.npz."""
+    import shutil
+
+    import spin.data.detected as detected_module
+
+    other = tmp_path / "other"
+    shutil.copytree(synthetic_npz.parent, other)
+    made = []
+
+    def fake_detect(npz_path, image_folder, out_path, progress=True):
+        made.append(Path(npz_path))
+        return shutil.copyfile(npz_path, out_path)
+
+    monkeypatch.setattr(detected_module, "detect_dataset_keypoints", fake_detect)
+    cache = tmp_path / "cache"
+    first = detected_keypoints_file(synthetic_npz, synthetic_npz.parent, cache, progress=False)
+    second = detected_keypoints_file(other / "test.npz", other, cache, progress=False)
+    assert first == second and made == [synthetic_npz, other / "test.npz"]
+    detected_keypoints_file(other / "test.npz", other, cache, progress=False)  # its own: reused
+    detected_keypoints_file(synthetic_npz, synthetic_npz.parent, cache, progress=False)
+    assert made == [synthetic_npz, other / "test.npz", synthetic_npz]
 
 
 def test_evaluation_on_detected_keypoints_says_so(synthetic_npz, tmp_path):
