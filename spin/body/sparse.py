@@ -63,7 +63,7 @@ class SparseJointModel(nn.Module):
         self.register_buffer(
             "subtree", _subtree(self.parent_list).to(body_model.v_template), persistent=False
         )
-        # The chain level by level (joints of one depth at once: 9 products for SMPL's tree
+        # The chain level by level (joints of one depth at once: 8 products for SMPL's tree
         # instead of 23); the root counts as its own parent (its offset is zero).
         order, parent_position, self.level_slices = _levels(self.parent_list)
         self.register_buffer("level_order", order, persistent=False)

@@ -76,8 +76,11 @@ TORSO_JOINTS: tuple[str, ...] = (
     "Left Shoulder",
 )
 SMPLIFY_MODES: tuple[str, ...] = ("faithful", "fast", "lm", "anchored")
-ROOT_VARIABLES = frozenset({"global_orient", "cam_t"})
 """SMPLify's modes (:class:`SMPLifyConfig`)."""
+
+ROOT_VARIABLES = frozenset({"global_orient", "cam_t"})
+"""Variables that move the body as a whole: a stage optimising only these (SMPLify's camera
+stage) needs the Jacobian's root columns only."""
 
 ANCHOR_WEIGHTS = (200.0, 25.0)
 """``"anchored"`` mode's weights of ``||body_pose - start||^2`` and ``||betas - start||^2``,
