@@ -1,7 +1,8 @@
 """How good are the fits that supervise training? Score a run's fits cache against the truth.
 
 For runs on the embedded synthetic data, every training sample's true pose and shape are known
-(2D-only samples merely hide them from training): this prints, per run, the fraction of
+(2D-only samples merely hide them from training; endless people, ``data.endless``, are drawn
+again from the run's seed): this prints, per run, the fraction of
 samples with a valid fit (SPIN's rule: the fit's reprojection loss, per-joint mean, below the
 run's threshold) and the PA-MPJPE / MPJPE (mm; 14 LSP joints from the H36M regressor,
 pelvis-centred) of the valid fits and of all fits, over the 2D-only samples (those whose
@@ -22,11 +23,14 @@ import torch
 
 from spin.body import load_body_model
 from spin.body.joint_conventions import H36M_TO_LSP14
+from spin.config import build_config
 from spin.data.spin_dataset import SpinDataset
 from spin.data.synthetic import hidden_parameters
 from spin.eval.metrics import M_TO_MM, center_on, mpjpe, pa_mpjpe
 from spin.fitting.fits_cache import FitsCache
+from spin.train.config import TrainConfig
 from spin.train.experiments import format_table
+from spin.train.trainer import endless_dataset
 
 SYNTHETIC_NAME = "synthetic"
 
@@ -44,18 +48,29 @@ def joints_lsp(body, pose: np.ndarray, betas: np.ndarray, batch: int = 256) -> t
     return torch.cat(parts)
 
 
-def score_run(run_dir: Path, body) -> dict:
-    config = json.loads((run_dir / "config.json").read_text())
+def truth_of_run(run_dir: Path, config: dict, cache: FitsCache):
+    """The cached record of the run's synthetic training people, their true pose and betas,
+    and which of them are 2D-only in training: the rendered split, or the endless people
+    (``data.endless``, regenerated from the run's seed)."""
+    if config["data"].get("endless") and "endless" in cache._records:
+        train_config = build_config(TrainConfig, config)
+        dataset = endless_dataset(train_config)
+        true_pose, true_betas, labelled = dataset.hidden_parameters()
+        return cache._records[dataset.name], true_pose, true_betas, ~labelled
     synthetic = config["data"].get("synthetic")
-    if not synthetic:
-        raise SystemExit(f"{run_dir}: not a run on the synthetic data (no data.synthetic)")
+    if not synthetic or SYNTHETIC_NAME not in cache._records:
+        raise SystemExit(f"{run_dir}: no fits of synthetic or endless training people")
     out_dir = Path(synthetic["out_dir"])
-    cache = FitsCache.load(run_dir / "fits_cache.h5")
-    record = cache._records[SYNTHETIC_NAME]
     true_pose, true_betas = hidden_parameters(out_dir, "train")
     dataset = SpinDataset(out_dir / "train.npz", out_dir, name=SYNTHETIC_NAME)
     dataset.keep_3d_labels(synthetic["fraction_3d"], seed=config["seed"])
-    only_2d = dataset.has_smpl < 0.5
+    return cache._records[SYNTHETIC_NAME], true_pose, true_betas, dataset.has_smpl < 0.5
+
+
+def score_run(run_dir: Path, body) -> dict:
+    config = json.loads((run_dir / "config.json").read_text())
+    cache = FitsCache.load(run_dir / "fits_cache.h5")
+    record, true_pose, true_betas, only_2d = truth_of_run(run_dir, config, cache)
     fitted = np.isfinite(record["loss"])
     valid = record["valid"].astype(bool) & fitted
     truth = joints_lsp(body, true_pose, true_betas)

@@ -281,6 +281,21 @@ class EndlessKeypoints(torch.utils.data.Dataset):
         item["requested_index"] = index
         return item
 
+    def hidden_parameters(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every sample's true ``pose`` ``(N, 72)`` and ``betas`` ``(N, NB)`` and whether it
+        keeps its 3D labels ``(N,)`` bool, without making the samples (the first draws of
+        each chunk's stream are its people: :meth:`_make_chunk`)."""
+        poses, betas = [], []
+        for chunk_id in range(-(-self.length // self.chunk)):
+            count = min(self.chunk, self.length - chunk_id * self.chunk)
+            people = sample_people(self._rng(chunk_id), self.synthetic, count)
+            poses.append(people.pose)
+            betas.append(people.betas)
+        labelled = np.array(
+            [has_3d_flag(i, self.fraction_3d, self.offset) for i in range(self.length)]
+        )
+        return np.concatenate(poses), np.concatenate(betas), labelled
+
     @torch.no_grad()
     def _make_chunk(self, chunk_id: int) -> list[dict]:
         first = chunk_id * self.chunk

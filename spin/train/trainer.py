@@ -137,6 +137,25 @@ def _differences(stored: dict, current: dict, keys: tuple[str, ...]) -> list[str
     ]
 
 
+def endless_dataset(config: TrainConfig) -> EndlessKeypoints:
+    """The run's endless people (``data.endless``), as training draws them."""
+    endless = config.data.endless
+    return EndlessKeypoints(
+        replace(
+            synthetic_config(config),
+            keypoint_outlier_prob=endless.outlier_prob,
+            keypoint_swap_prob=endless.swap_prob,
+        ),
+        endless.length,
+        fraction_3d=endless.fraction_3d,
+        img_size=config.data.img_size,
+        input_representation=config.data.input_representation,
+        heatmap_sigma=config.data.heatmap_sigma,
+        seed=endless.seed,
+        chunk=endless.chunk,
+    )
+
+
 def synthetic_config(config: TrainConfig):
     """The :class:`~spin.data.synthetic.SyntheticConfig` of ``data.synthetic`` (all of its
     samples labelled; training hides labels itself)."""
@@ -339,22 +358,7 @@ class Trainer:
                 dataset.keep_3d_labels(entry.fraction_3d, seed=config.seed)
         ratios = [e.ratio for e in train_entries]
         if endless is not None:
-            self.train_sets.append(
-                EndlessKeypoints(
-                    replace(
-                        synthetic_config(config),
-                        keypoint_outlier_prob=endless.outlier_prob,
-                        keypoint_swap_prob=endless.swap_prob,
-                    ),
-                    endless.length,
-                    fraction_3d=endless.fraction_3d,
-                    img_size=config.data.img_size,
-                    input_representation=config.data.input_representation,
-                    heatmap_sigma=config.data.heatmap_sigma,
-                    seed=endless.seed,
-                    chunk=endless.chunk,
-                )
-            )
+            self.train_sets.append(endless_dataset(config))
             ratios.append(endless.ratio)
         self.train_data = MixedDataset(
             self.train_sets,

@@ -224,3 +224,18 @@ def test_the_mix_walks_a_sequential_dataset_in_order():
     assert [mixed[i][1] for i in range(10)] == list(range(10))
     mixed.set_epoch(2)
     assert [mixed[i][1] for i in range(10)] == [(20 + i) % 25 for i in range(10)]
+
+
+def test_hidden_parameters_are_the_samples_true_bodies():
+    """What tools/cache_quality.py scores the fits against: each sample's true pose and betas
+    (shown only on labelled samples) and its label flag, without making the samples."""
+    dataset = EndlessKeypoints(CONFIG, length=21, fraction_3d=0.5, img_size=CROP, chunk=8)
+    pose, betas, labelled = dataset.hidden_parameters()
+    assert pose.shape == (21, 72) and betas.shape[0] == 21 and labelled.dtype == bool
+    assert 0 < labelled.sum() < 21
+    for index in range(21):
+        item = dataset[index]
+        assert bool(item["has_smpl"]) == labelled[index]
+        if labelled[index]:
+            np.testing.assert_allclose(item["pose"].numpy(), pose[index], atol=1e-6)
+            np.testing.assert_allclose(item["betas"].numpy(), betas[index], atol=1e-6)
