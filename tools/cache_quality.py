@@ -52,11 +52,11 @@ def truth_of_run(run_dir: Path, config: dict, cache: FitsCache):
     """The cached record of the run's synthetic training people, their true pose and betas,
     and which of them are 2D-only in training: the rendered split, or the endless people
     (``data.endless``, regenerated from the run's seed)."""
-    if config["data"].get("endless") and "endless" in cache._records:
-        train_config = build_config(TrainConfig, config)
-        dataset = endless_dataset(train_config)
-        true_pose, true_betas, labelled = dataset.hidden_parameters()
-        return cache._records[dataset.name], true_pose, true_betas, ~labelled
+    if config["data"].get("endless"):
+        dataset = endless_dataset(build_config(TrainConfig, config))
+        if dataset.name in cache._records:
+            true_pose, true_betas, labelled = dataset.hidden_parameters()
+            return cache._records[dataset.name], true_pose, true_betas, ~labelled
     synthetic = config["data"].get("synthetic")
     if not synthetic or SYNTHETIC_NAME not in cache._records:
         raise SystemExit(f"{run_dir}: no fits of synthetic or endless training people")

@@ -569,24 +569,12 @@ class SMPLify:
 
     def _analytic_linearization(self, stage, variables, obs) -> tuple[Tensor, Tensor]:
         cfg = self.config
-        pose = torch.cat([variables["global_orient"], variables["body_pose"]], dim=1)
-        betas = variables["betas"]
         # The camera stage moves the root only: its Jacobian has 6 columns, not 85.
         root_only = stage.objective == "camera" and set(stage.optimize) <= ROOT_VARIABLES
-        joints, joints_d = self.sparse_model.joints_and_jacobian(
-            pose, betas, variables["cam_t"], root_only=root_only
-        )
-        projected, projected_d = _project_with_jacobian(joints, joints_d, obs.intrinsics)
+        pose, projected, projected_d = self._projected_with_jacobian(variables, obs, root_only)
+        betas = variables["betas"]
         num_betas = betas.shape[1]
-        if root_only:
-            columns = {"global_orient": slice(0, 3), "cam_t": slice(3, 6)}
-        else:
-            columns = {
-                "global_orient": slice(0, 3),
-                "body_pose": slice(3, 72),
-                "betas": slice(72, 72 + num_betas),
-                "cam_t": slice(72 + num_betas, 75 + num_betas),
-            }
+        columns = _jacobian_columns(num_betas, root_only)
         batch, num_params = pose.shape[0], projected_d.shape[-1]
         if stage.objective == "camera":
             torso = self._torso
@@ -631,10 +619,18 @@ class SMPLify:
                     jac.append(d_anchor)
             r = torch.cat([*r, *self._anchor_residuals(variables, obs)], dim=1)
             jac = torch.cat(jac, dim=1)
-        keep = torch.cat(
-            [torch.arange(num_params, device=pose.device)[columns[n]] for n in stage.optimize]
+        return r, jac.index_select(2, _stage_columns(stage, columns, pose.device))
+
+    def _projected_with_jacobian(
+        self, variables, obs, root_only: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The full pose ``(B, 72)``, the projected SPIN joints ``(B, 49, 2)`` and their
+        Jacobian ``(B, 49, 2, P)`` (columns: :func:`_jacobian_columns`), by the sparse joints."""
+        pose = torch.cat([variables["global_orient"], variables["body_pose"]], dim=1)
+        joints, joints_d = self.sparse_model.joints_and_jacobian(
+            pose, variables["betas"], variables["cam_t"], root_only=root_only
         )
-        return r, jac.index_select(2, keep)
+        return pose, *_project_with_jacobian(joints, joints_d, obs.intrinsics)
 
     def _normal_equations(self, stage, variables, obs) -> tuple[Tensor, Tensor]:
         """Gradient ``J^T r`` ``(B, P)`` and Gauss-Newton matrix ``J^T J`` ``(B, P, P)`` of the
@@ -647,15 +643,14 @@ class SMPLify:
             r, jac = self._linearize(stage, variables, obs)
             return torch.einsum("brp,br->bp", jac, r), jac.transpose(1, 2) @ jac
         cfg = self.config
-        pose = torch.cat([variables["global_orient"], variables["body_pose"]], dim=1)
         body_pose, betas = variables["body_pose"], variables["betas"]
-        joints, joints_d = self.sparse_model.joints_and_jacobian(pose, betas, variables["cam_t"])
-        projected, projected_d = _project_with_jacobian(joints, joints_d, obs.intrinsics)
+        pose, projected, projected_d = self._projected_with_jacobian(variables, obs)
         r, jac = self._reprojection_linearization(projected, projected_d, obs)
         gradient = torch.einsum("brp,br->bp", jac, r)
         hessian = jac.transpose(1, 2) @ jac
         diagonal = torch.diagonal(hessian, dim1=1, dim2=2)
-        pose_cols, betas_cols = slice(3, 72), slice(72, 72 + betas.shape[1])
+        columns = _jacobian_columns(betas.shape[1])
+        pose_cols, betas_cols = columns["body_pose"], columns["betas"]
         # Pose prior, weight 0.5 w on the squared residuals.
         weight = 0.5 * cfg.pose_prior_weight
         precisions = getattr(self.pose_prior, "precisions", None)
@@ -686,7 +681,7 @@ class SMPLify:
         if betas_anchor:
             gradient[:, betas_cols] += betas_anchor * (betas - obs.initial_betas)
             diagonal[:, betas_cols] += betas_anchor
-        keep = self._columns(stage, betas.shape[1], pose.device)
+        keep = _stage_columns(stage, columns, pose.device)
         return gradient.index_select(1, keep), hessian.index_select(1, keep).index_select(2, keep)
 
     def _reprojection_linearization(
@@ -700,16 +695,6 @@ class SMPLify:
         residuals = (conf * sigma * error / scale).flatten(1)
         slope = conf * sigma**3 / scale**3  # d r / d error
         return residuals, (slope[..., None] * projected_d).flatten(1, 2)
-
-    @staticmethod
-    def _columns(stage, num_betas: int, device: torch.device) -> Tensor:
-        """Indices of ``stage.optimize``'s variables among the Jacobian's columns
-        ``[global_orient, body_pose, betas, cam_t]``."""
-        sizes = {"global_orient": 3, "body_pose": 69, "betas": num_betas, "cam_t": 3}
-        starts = dict(zip(sizes, itertools.accumulate([0, *sizes.values()]), strict=False))
-        return torch.cat(
-            [torch.arange(starts[n], starts[n] + sizes[n], device=device) for n in stage.optimize]
-        )
 
     def _prior_jacobian(self, body_pose: Tensor) -> Tensor:
         """``(B, 69, 69)`` Jacobian of the prior's residuals: ``L_k^T`` of the best component
@@ -961,6 +946,23 @@ def _residuals_and_jacobian(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[
 
     values, derivatives = vmap(directional)(tangents)
     return values[0], derivatives.permute(1, 2, 0)
+
+
+def _jacobian_columns(num_betas: int, root_only: bool = False) -> dict[str, slice]:
+    """Where each variable's columns are in the sparse joints' Jacobian:
+    ``[global_orient, body_pose, betas, cam_t]``, or ``[global_orient, cam_t]`` for a
+    root-only one."""
+    names = ("global_orient", "cam_t") if root_only else VARIABLES
+    sizes = {"global_orient": 3, "body_pose": 69, "betas": num_betas, "cam_t": 3}
+    starts = itertools.accumulate([sizes[n] for n in names], initial=0)
+    return {n: slice(start, start + sizes[n]) for n, start in zip(names, starts, strict=False)}
+
+
+def _stage_columns(stage, columns: dict[str, slice], device: torch.device) -> Tensor:
+    """Indices of ``stage.optimize``'s variables among the Jacobian's ``columns``."""
+    return torch.cat(
+        [torch.arange(columns[n].start, columns[n].stop, device=device) for n in stage.optimize]
+    )
 
 
 def _project_with_jacobian(
